@@ -1,0 +1,100 @@
+"""What the model is asked and what it is trained to answer, in one place so prompt and target never disagree.
+
+The question wording is the released VECBench prompt ("Which emotion might this image evoke? Choose the most
+likely one from [...]. Think step by step. Respond in the format: ..."). The released sentiment wording is not
+public; the sentiment variant swaps "emotion" for "sentiment" and is marked as this project's choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from emocaliber.records import REASONING_PARTS, Record
+from emocaliber.tasks import get_task
+
+#: The system prompt used for SFT in the release (and Qwen2.5-VL's default).
+SYSTEM_PROMPT = "You are a helpful assistant."
+
+_QUESTION = "Which {noun} might this image evoke? Choose the most likely one from {candidates}. Think step by step."
+_FORMAT = "Respond in the format: <think>{your reasoning}</think><answer>{your final answer}</answer>"
+_FORMAT_CONF = _FORMAT + "<confidence>{your confidence}</confidence>"
+#: Extra instruction for a teacher model writing the five-part reasoning (build_cot), not part of training prompts.
+TEACHER_STRUCTURE = (
+    "Inside <think>, write five parts in this order: <element>the prominent visual elements</element>"
+    "<human>the people and their expressions, or 'no people present'</human><context>the setting beyond the "
+    "subjects</context><interaction>how the elements interact</interaction><analysis>the emotion these evoke"
+    "</analysis>. Do not name the answer before the analysis."
+)
+
+
+def format_candidates(candidates: Sequence[str]) -> str:
+    """Python-list rendering, as the released prompts show: ['awe', 'amusement']."""
+    return "[" + ", ".join(f"'{c}'" for c in candidates) + "]"
+
+
+def build_prompt(candidates: Sequence[str], *, with_confidence: bool, sentiment: bool = False) -> str:
+    """The user question for stage 1 (``with_confidence=False``) or stages 2/3 and evaluation (``True``)."""
+    question = _QUESTION.format(noun="sentiment" if sentiment else "emotion",
+                                candidates=format_candidates(candidates))
+    return f"{question} {_FORMAT_CONF if with_confidence else _FORMAT}."
+
+
+def record_prompt(record: Record, *, with_confidence: bool) -> str:
+    """The prompt for a record, using its own candidate order and its task's kind."""
+    return build_prompt(record.candidates, with_confidence=with_confidence, sentiment=get_task(record.task).is_sentiment)
+
+
+def format_confidence(confidence: float) -> str:
+    """Two decimals, the granularity of the stage-2 targets."""
+    return f"{confidence:.2f}"
+
+
+def format_reasoning(reasoning: Mapping[str, str]) -> str:
+    """The <think> block from the five parts, in the canonical order."""
+    return "<think>" + "".join(f"<{p}>{reasoning[p]}</{p}>" for p in REASONING_PARTS) + "</think>"
+
+
+def format_target(reasoning: Mapping[str, str] | None, answer: str, confidence: float | None = None) -> str:
+    """The assistant's text: reasoning, answer and (from stage 2 on) confidence.
+
+    ``reasoning=None`` gives an answer-only target (used by ablations without chain of thought).
+    """
+    text = (format_reasoning(reasoning) if reasoning is not None else "") + f"<answer>{answer}</answer>"
+    if confidence is not None:
+        text += f"<confidence>{format_confidence(confidence)}</confidence>"
+    return text
+
+
+def record_target(record: Record, *, with_confidence: bool) -> str:
+    """SFT target for a record: its reasoning, its ground truth and (if asked) its confidence target."""
+    if with_confidence and record.confidence is None:
+        raise ValueError(f"record {record.id!r} has no confidence target; build them with build_confidence_targets")
+    return format_target(record.reasoning, record.ground_truth, record.confidence if with_confidence else None)
+
+
+def build_messages(
+    record: Record,
+    *,
+    with_confidence: bool,
+    image: Any = None,
+    system_prompt: str | None = SYSTEM_PROMPT,
+    target: bool = False,
+) -> list[dict[str, Any]]:
+    """Chat messages in the content-list form TRL, transformers' chat templates and vLLM's chat API accept.
+
+    ``image`` (a path or PIL image) goes into the image part when given; TRL instead pairs a bare
+    ``{"type": "image"}`` part with its ``images`` column. ``target=True`` appends the assistant's SFT target.
+    """
+    image_part: dict[str, Any] = {"type": "image"}
+    if image is not None:
+        image_part["image"] = image
+    messages: list[dict[str, Any]] = []
+    if system_prompt:
+        messages.append({"role": "system", "content": [{"type": "text", "text": system_prompt}]})
+    messages.append({"role": "user", "content": [image_part, {"type": "text",
+                                                               "text": record_prompt(record, with_confidence=with_confidence)}]})
+    if target:
+        messages.append({"role": "assistant",
+                         "content": [{"type": "text", "text": record_target(record, with_confidence=with_confidence)}]})
+    return messages

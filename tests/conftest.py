@@ -1,0 +1,19 @@
+"""Shared fixtures: everything offline, one tiny Qwen2.5-VL per test session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random Qwen2.5-VL saved like any checkpoint (seed 0). Tests must not modify it."""
+    from emocaliber.modeling import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2.5-vl"), seed=0)
