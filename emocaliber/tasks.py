@@ -94,6 +94,8 @@ def canonical_task_name(name: str) -> str:
         return name
     if name in _ALIASES:
         return _ALIASES[name]
+    if str(name).lower().startswith("synthemo"):
+        import emocaliber.synthemo  # noqa: F401  (registers the SynthEmo tasks on import)
     folded = {k.lower(): k for k in list(_REGISTRY) + list(_ALIASES)}
     key = folded.get(str(name).strip().lower())
     if key is None:
