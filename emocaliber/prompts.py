@@ -46,8 +46,12 @@ def record_prompt(record: Record, *, with_confidence: bool) -> str:
 
 
 def format_confidence(confidence: float) -> str:
-    """Two decimals, the granularity of the stage-2 targets."""
-    return f"{confidence:.2f}"
+    """Two decimals, the granularity of the stage-2 targets, kept inside [0.01, 0.99].
+
+    Rounding alone would turn 0.996 into "1.00", which the release's 0 < c < 1 format gate rejects and which
+    teaches a model to claim certainty.
+    """
+    return f"{min(max(confidence, 0.01), 0.99):.2f}"
 
 
 def format_reasoning(reasoning: Mapping[str, str]) -> str:

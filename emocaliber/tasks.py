@@ -90,14 +90,16 @@ def register_task(spec: TaskSpec, aliases: tuple[str, ...] = (), *, replace: boo
 
 def canonical_task_name(name: str) -> str:
     """Map an accepted spelling (``UnbaisedEmo-6``, ``ArtPhoto-8``, any case) to the registered name."""
+    if not isinstance(name, str):
+        raise KeyError(f"task name must be a string, got {type(name).__name__} {name!r}")
     if name in _REGISTRY:
         return name
     if name in _ALIASES:
         return _ALIASES[name]
-    if str(name).lower().startswith("synthemo"):
+    if name.lower().startswith("synthemo"):
         import emocaliber.synthemo  # noqa: F401  (registers the SynthEmo tasks on import)
     folded = {k.lower(): k for k in list(_REGISTRY) + list(_ALIASES)}
-    key = folded.get(str(name).strip().lower())
+    key = folded.get(name.strip().lower())
     if key is None:
         raise KeyError(f"unknown task {name!r}; registered tasks: {', '.join(sorted(_REGISTRY))}")
     return _ALIASES.get(key, key)
