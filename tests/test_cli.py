@@ -1,0 +1,144 @@
+"""The ``emocaliber`` command and ``eval/run_vecbench.py``: help, predictions, and one-line errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from emocaliber.cli import COMMANDS, build_parser, main
+from emocaliber.evaluation import build_eval_parser
+from emocaliber.parsing import parse_response
+from emocaliber.records import Record, write_jsonl
+from emocaliber.tasks import get_task
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cli") / "photo.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (56, 56, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _option_strings(parser) -> set[str]:
+    return {s for a in parser._actions for s in a.option_strings}
+
+
+def test_eval_subcommand_and_script_share_their_options():
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["eval"]
+    assert _option_strings(sub) == _option_strings(build_eval_parser())
+    assert {"--model", "--data", "--image-root", "--tasks", "--backend", "--samples", "--temperature", "--top-p",
+            "--batch-size", "--max-new-tokens", "--out", "--seed", "--parse-mode", "--overwrite",
+            "--n-bootstrap"} <= _option_strings(sub)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--help"], ["predict", "eval", "examples:"]),
+    (["predict", "--help"], ["examples:", "wudq/EmoCaliber", "--candidates", "--task", "--json"]),
+    (["eval", "--help"], ["examples:", "test_8k.jsonl", "resume", "--parse-mode"]),
+])
+def test_help_explains_with_examples(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert all(e in text for e in expected), text
+
+
+def test_commands_are_a_registry_a_new_one_can_join():
+    assert [c.name for c in COMMANDS] == ["predict", "eval"]
+    demo = type(COMMANDS[0])("demo", "run the demo", "d", "", lambda p: p.add_argument("--out"),
+                             lambda args, prog: 7)
+    parser = build_parser([*COMMANDS, demo])
+    args = parser.parse_args(["demo", "--out", "x"])
+    assert args._run(args, "emocaliber demo") == 7 and args.out == "x"
+
+
+def test_predict_prints_json_with_the_parsed_answer(tiny_model_dir, image, capsys):
+    code = main(["predict", str(image), str(image), "--model", str(tiny_model_dir), "--json",
+                 "--max-new-tokens", "8", "--candidates", "positive,negative"])
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    first = json.loads(lines[0])
+    assert first["image"] == str(image) and first["candidates"] == ["positive", "negative"]
+    parsed = parse_response(first["raw"], first["candidates"], mode="strict")
+    assert (first["label"], first["confidence"], first["valid"]) == (parsed.label, parsed.confidence,
+                                                                      parsed.valid_format)
+    assert json.loads(lines[1])["raw"] == first["raw"]  # greedy: the same image, the same answer
+
+
+def test_predict_plain_output_names_the_image(tiny_model_dir, image, capsys):
+    assert main(["predict", str(image), "--model", str(tiny_model_dir), "--max-new-tokens", "4",
+                 "--task", "FI-8"]) == 0
+    assert capsys.readouterr().out.startswith(f"{image}\t")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["predict", "https://example.com/x.jpg", "--model", "{model}"], "is a URL"),
+    (["predict", "{image}", "--model", "{model}", "--task", "NoSuch-3"], "unknown task"),
+    (["predict", "{missing}", "--model", "{model}"], "image not found"),
+    (["predict", "{image}", "--model", "{missing}"], "no model directory"),
+    (["eval", "--model", "{missing}", "--data", "{data}"], "no model directory"),
+    (["eval", "--model", "{model}", "--data", "{missing}"], "data file not found"),
+    (["eval", "--model", "{model}", "--data", "{data}", "--tasks", "FI-8"], "holds no item of task(s) FI-8"),
+])
+def test_bad_input_is_one_line_and_exit_1(argv, message, tiny_model_dir, image, tmp_path, capsys):
+    data = tmp_path / "test.jsonl"
+    labels = list(get_task("FI-2").labels)
+    write_jsonl(data, [Record(id="a", task="FI-2", image=image.name, candidates=labels, ground_truth=labels[0],
+                              split="test", source="FI")])
+    values = {"model": tiny_model_dir, "image": image, "missing": tmp_path / "missing", "data": data}
+    eval_extra = ["--out", str(tmp_path / "out"), "--image-root", str(image.parent)]
+    argv = [a.format(**values) for a in argv] + (eval_extra if argv[0] == "eval" else [])
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and err.startswith(f"emocaliber {argv[0]}: error: ")
+
+
+def test_unknown_task_option_is_rejected_by_the_parser(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "--model", "m", "--data", "d", "--tasks", "FI-8,NoSuch-3"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "unknown task 'NoSuch-3'" in err and err.count("\n") == 1
+
+
+def test_script_reports_a_missing_model_without_traceback(tmp_path):
+    data = tmp_path / "test.jsonl"
+    labels = list(get_task("FI-2").labels)
+    write_jsonl(data, [Record(id="a", task="FI-2", image="a.png", candidates=labels, ground_truth=labels[0],
+                              split="test", source="FI")])
+    Image.new("RGB", (56, 56)).save(tmp_path / "a.png")
+    done = subprocess.run([sys.executable, str(ROOT / "eval" / "run_vecbench.py"), "--model",
+                           str(tmp_path / "no-model"), "--data", str(data), "--out", str(tmp_path / "out")],
+                          check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("run_vecbench.py: error: ") and str(tmp_path / "no-model") in line
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys; from emocaliber.cli import build_parser; build_parser().format_help(); "
+            "assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_vllm_backend_without_vllm_is_one_line(tiny_model_dir, image, tmp_path, capsys):
+    data = tmp_path / "test.jsonl"
+    labels = list(get_task("FI-2").labels)
+    write_jsonl(data, [Record(id="a", task="FI-2", image=image.name, candidates=labels, ground_truth=labels[0],
+                              split="test", source="FI")])
+    argv = ["eval", "--model", str(tiny_model_dir), "--data", str(data), "--image-root", str(image.parent),
+            "--backend", "vllm", "--out", str(tmp_path / "out")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'emocaliber[vllm]'" in err

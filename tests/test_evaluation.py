@@ -1,0 +1,327 @@
+"""The evaluation runner end to end on the tiny Qwen2.5-VL and a small SynthEmo split.
+
+The vLLM path is exercised up to the engine boundary only: a stub stands in for ``vllm.LLM`` and
+``vllm.SamplingParams`` (vLLM needs a GPU), and the test checks what the runner would hand the engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.machinery
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import types
+from importlib import metadata
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from emocaliber import synthemo
+from emocaliber.evaluation import (
+    EvalConfig,
+    EvalError,
+    build_eval_parser,
+    config_from_args,
+    load_eval_data,
+    run_evaluation,
+)
+from emocaliber.formats import to_released_test
+from emocaliber.generation import get_backend
+from emocaliber.modeling import ModelNotFoundError
+from emocaliber.records import Record, read_records, write_jsonl
+from emocaliber.resume import chunk_seed
+
+ROOT = Path(__file__).resolve().parents[1]
+# 8 items in chunks of 3 (3 chunks), 2 samples each, sampled: resumption must reproduce the random draws.
+SETTINGS = {"backend": "transformers", "samples": 2, "temperature": 0.7, "max_new_tokens": 8, "batch_size": 3,
+            "chunk_size": 3, "seed": 11, "n_bootstrap": 20, "progress": False}
+N_ITEMS = 8
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """SynthEmo test records (three tasks) plus one record whose image does not exist, in the first chunk."""
+    root = tmp_path_factory.mktemp("synthemo")
+    synthemo.build_world(root, synthemo.WorldConfig(n_train=0, n_test=3, n_ood=1, seed=5))
+    records = read_records(root / "test.jsonl")
+    records.insert(1, dataclasses.replace(records[0], id="missing/0", image="images/nowhere/absent.png"))
+    assert len(records) == N_ITEMS
+    write_jsonl(root / "eval.jsonl", records)
+    return root / "eval.jsonl"
+
+
+def config(model, data, out, **overrides) -> EvalConfig:
+    return EvalConfig(model=str(model), data=str(data), out=str(out), **{**SETTINGS, **overrides})
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_model_dir, data, tmp_path_factory):
+    """One uninterrupted run, with the backend built by the runner itself."""
+    return run_evaluation(config(tiny_model_dir, data, tmp_path_factory.mktemp("full")))
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir):
+    return get_backend(str(tiny_model_dir), "transformers", batch_size=SETTINGS["batch_size"], progress=False)
+
+
+class Killed(Exception):
+    pass
+
+
+class Recording:
+    """The real backend, counting calls and optionally dying on call ``die_at`` (a kill between two chunks)."""
+
+    def __init__(self, real, die_at: int | None = None):
+        self.real, self.die_at, self.calls = real, die_at, 0
+        self.name = real.name
+
+    def generate(self, requests, settings):
+        self.calls += 1
+        if self.calls == self.die_at:
+            raise Killed
+        return self.real.generate(requests, settings)
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_every_item_and_sample_gets_a_row_and_a_missing_image_an_error_row(full_run, data):
+    rows = _rows(full_run.out_dir / "predictions.jsonl")
+    records = read_records(data)
+    assert [(r["record"]["id"], r["sample"]) for r in rows] == [(rec.id, k) for rec in records for k in range(2)]
+    assert [Record.from_dict(r["record"]) for r in rows[::2]] == records
+    missing = [r for r in rows if r["record"]["id"] == "missing/0"]
+    assert all(r["response"] is None and "absent.png" in r["error"] for r in missing) and len(missing) == 2
+    others = [r for r in rows if r["record"]["id"] != "missing/0"]
+    assert all(r["error"] is None and isinstance(r["response"], str) and r["response"] for r in others)
+    assert (full_run.n_items, full_run.n_errors, full_run.n_generated) == (N_ITEMS, 1, N_ITEMS)
+
+
+def test_report_has_both_parse_modes(full_run):
+    metrics = json.loads((full_run.out_dir / "metrics.json").read_text())
+    assert metrics["parse_modes"] == ["strict", "emocaliber"]
+    for mode in ("strict", "emocaliber"):
+        block = metrics["modes"][mode]
+        assert block["n_rows"] == 2 * N_ITEMS and block["overall"]["parse"]["n_error_rows"] == 2
+        assert set(block["tasks"]) == set(synthemo.TASKS)
+    report = (full_run.out_dir / "report.md").read_text()
+    assert "strict" in report and "emocaliber" in report
+    assert any(p.endswith(".png") for p in os.listdir(full_run.out_dir))
+
+
+def test_run_config_records_the_arguments_and_versions(full_run, tiny_model_dir, data):
+    saved = json.loads((full_run.out_dir / "run_config.json").read_text())
+    expected = dataclasses.asdict(config(tiny_model_dir, data, full_run.out_dir))
+    assert saved["args"] == json.loads(json.dumps(expected))
+    assert saved["identity"]["backend"] == "transformers" and saved["identity"]["samples"] == 2
+    assert saved["versions"]["transformers"] == metadata.version("transformers")
+    assert saved["versions"]["torch"] == metadata.version("torch")
+    assert saved["data_format"] == "records" and saved["n_items"] == N_ITEMS
+
+
+def test_killed_run_resumes_to_the_same_bytes(full_run, backend, tiny_model_dir, data, tmp_path):
+    cfg = config(tiny_model_dir, data, tmp_path)
+    with pytest.raises(Killed):
+        run_evaluation(cfg, backend=Recording(backend, die_at=2))  # dies generating the second chunk
+    assert len(_rows(tmp_path / "predictions.jsonl")) == 3 * 2  # the first chunk is on disk
+    resumed = Recording(backend)
+    result = run_evaluation(cfg, backend=resumed)
+    assert resumed.calls == 2 and result.n_generated == N_ITEMS - 3  # chunks 2 and 3 only
+    assert (tmp_path / "predictions.jsonl").read_bytes() == (full_run.out_dir / "predictions.jsonl").read_bytes()
+
+
+@pytest.mark.slow
+def test_process_killed_mid_run_resumes_to_the_same_bytes(backend, tiny_model_dir, data, tmp_path):
+    """A real SIGKILL of the command-line runner after its first chunk is written."""
+    args = ["--model", str(tiny_model_dir), "--data", str(data), "--backend", "transformers", "--samples", "2",
+            "--temperature", "0.7", "--max-new-tokens", "24", "--batch-size", "1", "--chunk-size", "1",
+            "--seed", "11", "--n-bootstrap", "0", "--no-progress"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "eval" / "run_vecbench.py"), *args, "--out", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    predictions = killed / "predictions.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if predictions.is_file() and predictions.read_bytes().count(b"\n") >= 2:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert predictions.read_bytes().count(b"\n") < 2 * N_ITEMS
+    parser = build_eval_parser()
+    run_evaluation(config_from_args(parser.parse_args([*args, "--out", str(killed)])), backend=backend)
+    reference = tmp_path / "reference"
+    run_evaluation(config_from_args(parser.parse_args([*args, "--out", str(reference)])), backend=backend)
+    assert predictions.read_bytes() == (reference / "predictions.jsonl").read_bytes()
+
+
+def test_finished_run_is_not_redone_unless_overwrite(full_run, backend, tiny_model_dir, data, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(full_run.out_dir, out)
+    before = (out / "predictions.jsonl").read_bytes()
+    (out / "metrics.json").unlink()
+    # The model is not even looked at: point the run (and its saved identity) at a model that does not exist.
+    saved = json.loads((out / "run_config.json").read_text())
+    saved["identity"]["model"] = str(tmp_path / "deleted-model")
+    (out / "run_config.json").write_text(json.dumps(saved))
+    result = run_evaluation(config(tmp_path / "deleted-model", data, out))
+    assert result.n_generated == 0 and (out / "metrics.json").is_file()
+    assert (out / "predictions.jsonl").read_bytes() == before
+    counting = Recording(backend)
+    run_evaluation(config(tiny_model_dir, data, out, overwrite=True), backend=counting)
+    assert counting.calls == 3 and (out / "predictions.jsonl").read_bytes() == before
+
+
+def test_resuming_with_other_settings_is_refused(full_run, tiny_model_dir, data, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(full_run.out_dir, out)
+    with pytest.raises(EvalError, match=r"temperature 0\.7 -> 0\.3"):
+        run_evaluation(config(tiny_model_dir, data, out, temperature=0.3))
+    with pytest.raises(EvalError, match="samples 2 -> 3"):
+        run_evaluation(config(tiny_model_dir, data, out, samples=3))
+
+
+def test_missing_model_fails_before_generation(data, tmp_path):
+    with pytest.raises(ModelNotFoundError, match="no model directory"):
+        run_evaluation(config(tmp_path / "nope", data, tmp_path / "out"))
+    assert not (tmp_path / "out" / "predictions.jsonl").exists()
+
+
+# ------------------------------------------------------------------------------------------ data loading
+
+def _released_file(data: Path, name: str = "test_8k.jsonl") -> tuple[Path, list[Record]]:
+    """The SynthEmo records (without the missing one) as the released test file, beside the images/ folder."""
+    records = [r for r in read_records(data) if r.id != "missing/0"]
+    rows = [to_released_test(r) for r in records]
+    # The released file names images/<dataset>/...; SynthEmo's own paths already start with images/.
+    for row in rows:
+        part = row["conversations"][0]["content"][0]
+        part["image"] = part["image"].removeprefix("images/")
+    path = data.parent / name
+    write_jsonl(path, rows)
+    return path, records
+
+
+def test_released_test_file_is_detected_and_resolved(data):
+    path, records = _released_file(data)
+    loaded = load_eval_data(path)
+    assert loaded.format == "released" and loaded.image_root == data.parent / "images"
+    assert [(r.task, r.candidates, r.ground_truth) for r in loaded.records] == \
+        [(r.task, r.candidates, r.ground_truth) for r in records]
+    for got, want in zip(loaded.records, records):
+        assert (loaded.image_root / got.image).resolve() == (data.parent / want.image).resolve()
+    assert load_eval_data(data).format == "records"
+
+
+def test_task_selection_and_unknown_tasks(data):
+    assert {r.task for r in load_eval_data(data, tasks=["SynthEmo-2"]).records} == {"SynthEmo-2"}
+    with pytest.raises(EvalError, match="unknown task 'NoSuch-9'; known tasks: .*FI-8"):
+        EvalConfig(model="m", data=str(data), tasks=["NoSuch-9"])
+    with pytest.raises(EvalError, match="holds no item of task.* FI-8"):
+        load_eval_data(data, tasks=["FI-8"])
+
+
+def test_unreadable_data_files_are_clear_errors(tmp_path, data):
+    with pytest.raises(EvalError, match="data file not found"):
+        load_eval_data(tmp_path / "absent.jsonl")
+    with pytest.raises(EvalError, match="it is a directory"):
+        load_eval_data(tmp_path)
+    (tmp_path / "binary.jsonl").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(EvalError, match="cannot read data file"):
+        load_eval_data(tmp_path / "binary.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(EvalError, match="no usable record"):
+        load_eval_data(tmp_path / "empty.jsonl")
+
+
+def test_bad_lines_are_skipped_and_reported_unless_strict(data, tmp_path):
+    lines = data.read_text().splitlines()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join([lines[0], "{not json", json.dumps({**json.loads(lines[2]), "task": "NoSuch-9"}),
+                              *lines[3:]]) + "\n", encoding="utf-8")
+    loaded = load_eval_data(bad, image_root=data.parent)
+    assert len(loaded.records) == N_ITEMS - 2 and len(loaded.skipped) == 2
+    assert loaded.skipped[0].startswith(f"{bad}:2:") and "NoSuch-9" in loaded.skipped[1]
+    with pytest.raises(EvalError, match=f"{bad}:2"):
+        load_eval_data(bad, image_root=data.parent, strict=True)
+
+
+# -------------------------------------------------------------------------------------- the vLLM boundary
+
+class _StubLLM:
+    """Stands in for ``vllm.LLM``: records what the runner submits; answers from the image it was given."""
+
+    instances: ClassVar[list[_StubLLM]] = []
+
+    def __init__(self, **kwargs):
+        self.kwargs, self.calls = kwargs, []
+        _StubLLM.instances.append(self)
+
+    def generate(self, prompts, params, use_tqdm=True):
+        self.calls.append((prompts, params))
+        outputs = []
+        for p in prompts:
+            mean = int(np.asarray(p["multi_modal_data"]["image"]).mean())
+            texts = [f"<answer>awe</answer><confidence>0.{k + 5}</confidence> mean={mean}" for k in range(params.n)]
+            outputs.append(types.SimpleNamespace(outputs=[types.SimpleNamespace(text=t) for t in texts]))
+        return outputs
+
+
+@pytest.fixture
+def stub_vllm(monkeypatch):
+    module = types.ModuleType("vllm")
+    module.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+    module.LLM = _StubLLM
+    module.SamplingParams = lambda **kw: types.SimpleNamespace(**kw)
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    _StubLLM.instances.clear()
+    return _StubLLM.instances
+
+
+def test_vllm_path_up_to_the_engine_boundary(stub_vllm, tiny_model_dir, data, tmp_path):
+    path, records = _released_file(data, "released_vllm.jsonl")
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[0]["conversations"][0]["content"][1]["text"] = "A question worded by the release? ['awe', 'fear']"
+    write_jsonl(path, rows)
+    cfg = config(tiny_model_dir, path, tmp_path, backend="vllm", samples=3, chunk_size=4, max_new_tokens=99,
+                 min_pixels=56 * 56, max_pixels=112 * 112)
+    result = run_evaluation(cfg)
+
+    (engine,) = stub_vllm
+    assert engine.kwargs["model"] == str(tiny_model_dir) and engine.kwargs["seed"] == 11
+    assert engine.kwargs["mm_processor_kwargs"] == {"min_pixels": 56 * 56, "max_pixels": 112 * 112}
+    assert [len(prompts) for prompts, _ in engine.calls] == [4, 3]  # one engine call per chunk, K samples inside
+    for index, (_, params) in enumerate(engine.calls):
+        assert (params.n, params.temperature, params.top_p, params.max_tokens) == (3, 0.7, 1.0, 99)
+        assert params.seed == chunk_seed(11, index)
+    submitted = [p for prompts, _ in engine.calls for p in prompts]
+    assert "A question worded by the release? ['awe', 'fear']" in submitted[0]["prompt"]
+    for prompt, record in zip(submitted, records):
+        assert "<|image_pad|>" in prompt["prompt"] and prompt["prompt"].rstrip().endswith("assistant")
+        with Image.open(data.parent / record.image) as im:
+            assert np.array_equal(np.asarray(prompt["multi_modal_data"]["image"]), np.asarray(im.convert("RGB")))
+        if record is not records[0]:
+            assert str(record.candidates) in prompt["prompt"]
+    out_rows = _rows(tmp_path / "predictions.jsonl")
+    assert len(out_rows) == 3 * len(records) and result.n_errors == 0
+    for row, record in zip(out_rows[::3], records):
+        with Image.open(data.parent / record.image) as im:
+            assert row["response"].endswith(f"mean={int(np.asarray(im.convert('RGB')).mean())}")
+    strict = result.metrics["modes"]["strict"]["overall"]["parse"]
+    assert strict["confidence_parse_rate"] == 1.0 and strict["n_error_rows"] == 0
+
+
+def test_a_wrong_image_root_fails_before_the_model_loads(data, tmp_path):
+    with pytest.raises(EvalError, match="none of the first 8 images exists under .*--image-root"):
+        load_eval_data(data, image_root=tmp_path)
