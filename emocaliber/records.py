@@ -11,8 +11,8 @@ import json
 import math
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from emocaliber.tasks import canonical_task_name, get_task
@@ -77,8 +77,12 @@ class Record:
         return get_task(self.task)
 
     def to_dict(self) -> dict[str, Any]:
-        """The on-disk form; optional fields that are unset are left out."""
-        d = asdict(self)
+        """The on-disk form; optional fields that are unset are left out.
+
+        Shallow on purpose (no ``dataclasses.asdict`` deep copy, which dominated large builds): the dict shares
+        ``candidates``, ``reasoning`` and ``meta`` with the record and is meant to be serialised at once.
+        """
+        d = {f: getattr(self, f) for f in _FIELDS}
         for key in ("reasoning", "confidence"):
             if d[key] is None:
                 del d[key]
@@ -103,6 +107,9 @@ class Record:
             raise RecordError(str(e.args[0])) from None
 
 
+_FIELDS = tuple(Record.__dataclass_fields__)
+
+
 def safe_relpath(path: str) -> str:
     """Normalise a data-supplied relative path; reject absolute paths and any '..' that would leave the root."""
     if not isinstance(path, str) or not path.strip():
@@ -111,7 +118,7 @@ def safe_relpath(path: str) -> str:
     if p.startswith("/") or (len(p) > 1 and p[1] == ":"):
         raise RecordError(f"image path {path!r} is absolute; paths must be relative to the dataset root")
     parts: list[str] = []
-    for part in PurePosixPath(p).parts:
+    for part in p.split("/"):
         if part in ("", "."):
             continue
         if part == "..":
