@@ -41,7 +41,8 @@ PREDICTIONS_FILE = "predictions.jsonl"
 RUN_CONFIG_FILE = "run_config.json"
 #: Settings that decide the bytes of predictions.jsonl; resuming with any of them changed would mix two runs.
 IDENTITY_FIELDS = ("model", "data_sha256", "image_root", "tasks", "backend", "samples", "temperature", "top_p",
-                   "max_new_tokens", "seed", "batch_size", "chunk_size", "dtype", "min_pixels", "max_pixels")
+                   "max_new_tokens", "seed", "batch_size", "chunk_size", "dtype", "min_pixels", "max_pixels",
+                   "with_confidence")
 
 
 class EvalError(Exception):
@@ -70,6 +71,7 @@ class EvalConfig:
     min_pixels: int | None = None
     max_pixels: int | None = None
     parse_mode: str = "both"
+    with_confidence: bool = True
     n_bootstrap: int = 1000
     overwrite: bool = False
     strict: bool = False
@@ -251,20 +253,21 @@ def _check_same_run(config_path: Path, identity: dict[str, Any]) -> None:
                         "rerun with the same settings to resume, or pass --overwrite or another --out")
 
 
-def eval_request(record: Record, image_root: Path):
-    """The evaluation request of a record: the prompt with the confidence instruction, or, for a record imported
+def eval_request(record: Record, image_root: Path, with_confidence: bool = True):
+    """The evaluation request of a record: the prompt with the confidence instruction (without it for a stage-1
+    scaffold model, ``with_confidence=False``), or, for a record imported
     from a released file (``meta["prompt"]``), that file's own question verbatim, so the released test set is
     asked exactly what the release asked. Raises ``ImageLoadError`` when the image does not load."""
     from emocaliber.generation import record_request
 
-    request = record_request(record, image_root=image_root, with_confidence=True)
+    request = record_request(record, image_root=image_root, with_confidence=with_confidence)
     prompt = record.meta.get("prompt")
     if isinstance(prompt, str) and prompt.strip():
         next(p for p in request.messages[-1]["content"] if p["type"] == "text")["text"] = prompt
     return request
 
 
-def make_chunk_processor(backend: Any, image_root: Path, settings: Any,
+def make_chunk_processor(backend: Any, image_root: Path, settings: Any, with_confidence: bool = True,
                          ) -> Callable[[list[Record], int], list[dict[str, Any]]]:
     """The per-chunk step for :func:`run_chunked`: one batched generation call for the chunk's loadable images.
 
@@ -277,7 +280,7 @@ def make_chunk_processor(backend: Any, image_root: Path, settings: Any,
         requests, errors = [], {}
         for i, record in enumerate(chunk):
             try:
-                requests.append(eval_request(record, image_root))
+                requests.append(eval_request(record, image_root, with_confidence))
             except ImageLoadError as e:
                 errors[i] = str(e)
         texts = iter(backend.generate(requests, replace(settings, seed=chunk_seed)) if requests else [])
@@ -347,8 +350,8 @@ def _generate(items: EvalData, backend: Any, config: EvalConfig, predictions: Pa
     resumed = min(n, done_rows // (config.samples * config.chunk_size) * config.chunk_size)
     start = time.perf_counter()
     with tqdm(total=n, unit="item", desc="generating", disable=not config.progress, dynamic_ncols=True) as bar:
-        run_chunked(items.records, predictions, make_chunk_processor(backend, items.image_root, settings),
-                    chunk_size=config.chunk_size, seed=config.seed, rows_per_item=config.samples,
+        process = make_chunk_processor(backend, items.image_root, settings, config.with_confidence)
+        run_chunked(items.records, predictions, process, chunk_size=config.chunk_size, seed=config.seed, rows_per_item=config.samples,
                     overwrite=config.overwrite, progress=bar.update)
     return time.perf_counter() - start, n - resumed
 
@@ -475,6 +478,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     r.add_argument("--parse-mode", choices=(*PARSE_MODES, "both"), default=d.parse_mode,
                    help="strict: this project's parser; emocaliber: the original evaluation's rules, for "
                         "comparison with the paper; both (default)")
+    r.add_argument("--no-confidence", dest="with_confidence", action="store_false",
+                   help="ask the stage-1 question (reasoning + answer, no confidence instruction), for scaffold "
+                        "models trained without confidence; calibration metrics are then empty")
     r.add_argument("--n-bootstrap", type=int, default=d.n_bootstrap,
                    help="bootstrap resamples for confidence intervals, 0 = none (default %(default)s)")
     r.add_argument("--overwrite", action="store_true", help="discard existing predictions and start again")

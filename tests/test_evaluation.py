@@ -325,3 +325,16 @@ def test_vllm_path_up_to_the_engine_boundary(stub_vllm, tiny_model_dir, data, tm
 def test_a_wrong_image_root_fails_before_the_model_loads(data, tmp_path):
     with pytest.raises(EvalError, match="none of the first 8 images exists under .*--image-root"):
         load_eval_data(data, image_root=tmp_path)
+
+
+def test_no_confidence_asks_the_stage1_question(data):
+    from emocaliber.evaluation import eval_request
+
+    items = load_eval_data(data)
+    record = items.records[0]
+    asked = [p["text"] for p in eval_request(record, items.image_root).messages[-1]["content"] if p["type"] == "text"]
+    plain = [p["text"] for p in eval_request(record, items.image_root, with_confidence=False).messages[-1]["content"]
+             if p["type"] == "text"]
+    assert "<confidence>" in asked[0] and "<confidence>" not in plain[0]
+    args = build_eval_parser().parse_args(["--model", "m", "--data", str(data), "--no-confidence"])
+    assert config_from_args(args).with_confidence is False
