@@ -318,10 +318,11 @@ def run_evaluation(config: EvalConfig, *, backend: Any = None) -> EvalResult:
     seconds, n_generated = 0.0, 0
     if done < len(items.records) * config.samples:
         if backend is None:
+            from emocaliber.generation import resolve_backend
             from emocaliber.modeling import check_model_source
 
             check_model_source(config.model)  # before anything slow, so a typo fails at once
-            identity["backend"] = resolve_backend_name(config.backend)
+            identity["backend"] = resolve_backend(config.model, config.backend)
             if done:
                 _check_same_run(config_path, identity)
             backend = _build_backend(config, identity["backend"])
@@ -354,17 +355,6 @@ def _generate(items: EvalData, backend: Any, config: EvalConfig, predictions: Pa
         run_chunked(items.records, predictions, process, chunk_size=config.chunk_size, seed=config.seed, rows_per_item=config.samples,
                     overwrite=config.overwrite, progress=bar.update)
     return time.perf_counter() - start, n - resumed
-
-
-def resolve_backend_name(backend: str) -> str:
-    """The backend "auto" stands for here: vLLM when it is installed and a GPU is visible, else transformers."""
-    if backend != "auto":
-        return backend
-    import torch
-
-    from emocaliber.generation import vllm_available
-
-    return "vllm" if vllm_available() and torch.cuda.is_available() else "transformers"
 
 
 def _build_backend(config: EvalConfig, name: str):

@@ -183,12 +183,11 @@ class EmoCaliber:
         default to the checkpoint's processor (the release evaluated with 200704-451584). A missing model
         raises :class:`emocaliber.modeling.ModelNotFoundError` saying what was looked for.
         """
-        from emocaliber.evaluation import resolve_backend_name
-        from emocaliber.generation import TransformersBackend, get_backend, vllm_available
+        from emocaliber.generation import TransformersBackend, get_backend, resolve_backend, vllm_available
         from emocaliber.modeling import check_model_source, load_model_and_processor
 
         source = check_model_source(name_or_path)
-        if resolve_backend_name(backend) == "vllm":
+        if resolve_backend(name_or_path, backend) == "vllm":
             if not vllm_available():
                 raise InputError("backend 'vllm' needs vLLM: pip install 'emocaliber[vllm]' (GPU machines only), "
                                  "or use backend='transformers'")

@@ -1,0 +1,494 @@
+"""Training corpora: structured chain-of-thought from a teacher (stages 1-3) and stage-2 confidence targets.
+
+Both builders first write every raw response to a samples file through :func:`emocaliber.resume.run_chunked`
+(one row per record: ``{"id", "responses": [K texts], "error"}``) and only then derive their outputs from it.
+A killed run therefore resumes where it stopped, and the derived files are the same bytes as an uninterrupted
+run's; changing a filter, a pool split or a target definition re-derives them without sampling again.
+
+CoT (``build_cot``): a teacher writes the five-part reasoning for each training record (K tries); a try is
+kept when it parses (strict rules) with all five parts and an answer that is the gold label. Kept records are
+split per task into stage-1 / stage-2 / stage-3 pools (the paper's 60/30/10).
+
+Confidence targets (``build_confidence_targets``): the stage-1 model answers each stage-2 record K times and
+the target is one of :data:`DEFINITIONS` (arithmetic in :func:`confidence_target`). The default, ``agreement``
+without a prior, was chosen by measuring both against SynthEmo's oracle confidence
+(:func:`compare_with_oracle`; answer-only stage-1 tiny model, 334 stage-2 records, K=16, temperature 1). Stage
+1 trained 5 epochs: agreement mean absolute error 0.115 (bias -0.056), accuracy 0.170 (bias -0.128); on the
+most ambiguous images (w in [0.55, 0.65)) oracle 0.57, agreement 0.62, accuracy 0.38, the sampled-accuracy
+bias DESIGN.md predicts. Stage 1 trained 10 epochs (sharper answers): agreement 0.093 (+0.029), accuracy 0.142
+(-0.051). Accuracy ranks images slightly better in both (Pearson 0.57/0.56 vs 0.46/0.51: the gold label
+carries information), agreement inherits the stage-1 model's own over- or under-confidence, and a Laplace
+prior did not help (it pulls toward 0.5 while most targets are high).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+from emocaliber.generation import GenerationBackend, ImageLoadError, SamplingSettings, record_request
+from emocaliber.parsing import parse_response
+from emocaliber.prompts import format_target
+from emocaliber.records import REASONING_PARTS, Record, write_jsonl
+from emocaliber.resume import run_chunked
+
+#: A responder turns a chunk of records and the chunk's seed into one samples row per record.
+Responder = Callable[[list[Record], int], list[dict[str, Any]]]
+
+#: The instruction shown to a model teacher with ``show_gold``.
+GOLD_HINT = ("The correct answer is '{label}'. Reason from what is visible toward it, name it only in the "
+             "analysis, and end with <answer>{label}</answer>.")
+CONFIG_SUFFIX = ".config.json"
+
+
+class CorpusError(ValueError):
+    """A corpus build cannot go on as asked (mismatched resume, unusable records); the message says why."""
+
+
+# ------------------------------------------------------------------------------------------------- responders
+
+@dataclass
+class BackendResponder:
+    """K responses per record from a generation backend (a teacher model or the stage-1 model).
+
+    An image that fails to load yields an error row instead of responses; the rest of the chunk goes on.
+    ``constrained`` forces the output contract (a teacher then never loses a try to format; do not use it to
+    sample confidence targets, since it changes the answer distribution being measured).
+    """
+
+    backend: GenerationBackend
+    image_root: str | os.PathLike
+    settings: SamplingSettings
+    teacher: bool = False
+    show_gold: bool = False
+    with_confidence: bool = False
+    constrained: bool = False
+
+    def __call__(self, records: list[Record], seed: int) -> list[dict[str, Any]]:
+        requests, errors = [], {}
+        for i, r in enumerate(records):
+            try:
+                hint = GOLD_HINT.format(label=r.ground_truth) if self.show_gold else None
+                requests.append(record_request(
+                    r, image_root=self.image_root, with_confidence=self.with_confidence, teacher=self.teacher,
+                    hint=hint, constrained=self.constrained))
+            except ImageLoadError as e:
+                errors[i] = str(e)
+        texts = iter(self.backend.generate(requests, replace(self.settings, seed=seed)) if requests else [])
+        rows = []
+        for i, r in enumerate(records):
+            responses = None if i in errors else list(next(texts))
+            if responses is not None and len(responses) != self.settings.n:
+                raise RuntimeError(f"backend returned {len(responses)} responses for {r.id!r}, "
+                                   f"expected {self.settings.n}")
+            rows.append(_row(r.id, responses, errors.get(i), "image_error"))
+        return rows
+
+
+@dataclass
+class SynthEmoTeacher:
+    """The rule-based SynthEmo teacher: reasoning from the image's generating parameters (``meta.mix``).
+
+    Without ``show_gold`` it answers like a calibrated teacher sampled at temperature 1: each try draws its
+    answer from the image's label distribution, so the correctness filter keeps minority labels of ambiguous
+    images in proportion to how often the teacher would name them (the per-image ambiguity survives the
+    filter). With ``show_gold`` it answers the gold label. Records without ``meta.mix`` get an error row.
+    """
+
+    samples: int = 1
+    show_gold: bool = False
+    name: str = "synthemo"
+
+    def __call__(self, records: list[Record], seed: int) -> list[dict[str, Any]]:
+        import numpy as np
+
+        from emocaliber import synthemo
+        from emocaliber.tasks import MIKELS_TO_POLARITY
+
+        rows = []
+        for r in records:
+            mix = r.meta.get("mix")
+            if not isinstance(mix, dict):
+                why = f"record {r.id!r} has no meta.mix; the synthemo teacher needs SynthEmo records"
+                rows.append(_row(r.id, None, why, "teacher_error"))
+                continue
+            sentiment = r.task_spec.is_sentiment
+            responses = []
+            for k in range(self.samples):
+                rng = np.random.default_rng([seed, _stable_int(r.id), k])
+                reasoning = synthemo.teacher_reasoning(mix, rng, sentiment=sentiment)
+                if self.show_gold:
+                    answer = r.ground_truth
+                else:
+                    answer = synthemo.draw_emotion(mix, float(r.meta.get("label_noise", 0.05)), rng)
+                    answer = MIKELS_TO_POLARITY[answer] if sentiment else answer
+                responses.append(format_target(reasoning, answer))
+            rows.append(_row(r.id, responses))
+        return rows
+
+
+def _row(record_id: str, responses: list[str] | None, error: str | None = None,
+         kind: str = "image_error") -> dict[str, Any]:
+    """One samples-file row; ``error_kind`` says why a record has no responses (counted as a drop reason)."""
+    return {"id": record_id, "responses": responses, "error": error, "error_kind": kind if error else None}
+
+
+def _stable_int(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+
+
+# ----------------------------------------------------------------------------------------------- samples file
+
+def collect_samples(
+    records: Sequence[Record],
+    responder: Responder,
+    samples_path: str | os.PathLike,
+    *,
+    config: dict[str, Any],
+    seed: int,
+    chunk_size: int,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run (or resume) ``responder`` over ``records`` into ``samples_path``; return its rows in record order.
+
+    ``config`` (everything that decides the samples: model, K, temperature, seed, chunk size, the record ids)
+    is stored beside the file; resuming with a different one raises :class:`CorpusError` instead of mixing
+    runs.
+    """
+    from tqdm.auto import tqdm
+
+    path = Path(samples_path)
+    config_path = path.with_name(path.name + CONFIG_SUFFIX)
+    config = json.loads(json.dumps({  # JSON round trip: compares equal to what a resumed run reads back
+        **config, "seed": seed, "chunk_size": chunk_size,
+        "records_sha256": hashlib.sha256("\n".join(r.id for r in records).encode()).hexdigest()}))
+    if path.exists() and not overwrite:
+        try:
+            previous = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            previous = None
+        if previous != config:
+            changed = sorted(k for k in config if previous is None or previous.get(k) != config[k])
+            raise CorpusError(f"{path} was written by a run with other settings (differs in: {changed}); run "
+                              "the same command to resume, or pass --overwrite to start again")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    with tqdm(total=len(records), desc="sampling", unit="item", disable=not progress) as bar:
+        run_chunked(list(records), path, responder, chunk_size=chunk_size, seed=seed, overwrite=overwrite,
+                    progress=bar.update)
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    for r, row in zip(records, rows):
+        if row["id"] != r.id:
+            raise CorpusError(f"{path}: row for {row['id']!r} where {r.id!r} was expected; pass --overwrite")
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------- CoT corpus
+
+COT_REASONS = ("image_error", "teacher_error", "invalid_format", "not_a_candidate", "wrong_answer")
+
+
+def judge_cot(text: str | None, record: Record) -> tuple[str, dict[str, str] | None]:
+    """``("kept", reasoning)`` or ``(reason, None)`` for one teacher response.
+
+    Kept: a think block with all five parts non-empty, an answer naming exactly one candidate, and that
+    candidate is the gold label (strict parsing; a confidence is neither needed nor used for stage 1).
+    """
+    parsed = parse_response(text, record.candidates, mode="strict")
+    parts = parsed.reasoning
+    if len(parts) != len(REASONING_PARTS) or not all(parts.values()) or not parsed.answer_text:
+        return "invalid_format", None
+    if parsed.label is None:
+        return "not_a_candidate", None
+    if parsed.label != record.ground_truth:
+        return "wrong_answer", None
+    return "kept", dict(parts)
+
+
+def split_pools(records: Sequence[Record], fractions: Sequence[float], seed: int) -> list[list[Record]]:
+    """Per task, a seeded shuffle cut into ``len(fractions)`` pools by largest remainder; input order kept
+    within each pool. Every task gets the same proportions, as in VEC-CoT."""
+    if not fractions or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"pool fractions must be non-negative and sum to 1, got {list(fractions)}")
+    position = {id(r): i for i, r in enumerate(records)}
+    by_task: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        by_task[r.task].append(r)
+    pools: list[list[Record]] = [[] for _ in fractions]
+    for task in sorted(by_task):
+        items = list(by_task[task])
+        random.Random(f"{seed}/{task}").shuffle(items)
+        sizes = _largest_remainder(len(items), fractions)
+        lo = 0
+        for pool, size in zip(pools, sizes):
+            pool.extend(items[lo: lo + size])
+            lo += size
+    return [sorted(p, key=lambda r: position[id(r)]) for p in pools]
+
+
+def _largest_remainder(n: int, fractions: Sequence[float]) -> list[int]:
+    exact = [n * f for f in fractions]
+    sizes = [int(x) for x in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda i: (-(exact[i] - sizes[i]), i))
+    for i in by_remainder[: n - sum(sizes)]:
+        sizes[i] += 1
+    return sizes
+
+
+def build_cot(
+    records: Sequence[Record],
+    responder: Responder,
+    out_dir: str | os.PathLike,
+    *,
+    pools: Sequence[float] = (0.6, 0.3, 0.1),
+    seed: int = 0,
+    chunk_size: int = 64,
+    config: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    skipped_lines: int = 0,
+) -> dict[str, Any]:
+    """Teacher responses -> stage1.jsonl, stage2_pool.jsonl, stage3.jsonl and summary.json/md in ``out_dir``.
+
+    The first kept try of a record is used. A dropped record's reason is the best any of its tries reached
+    (wrong_answer over not_a_candidate over invalid_format). Stage-3 records carry no reasoning (GRPO needs
+    the prompt and the label only). Returns the summary.
+    """
+    if len(pools) != 3:
+        raise ValueError(f"--pools needs three fractions (stage 1, stage 2, stage 3), got {list(pools)}")
+    out = Path(out_dir)
+    rows = collect_samples(records, responder, out / "teacher_samples.jsonl", config=dict(config or {}),
+                           seed=seed, chunk_size=chunk_size, overwrite=overwrite, progress=progress)
+    kept: list[Record] = []
+    per_task: dict[str, Counter] = defaultdict(Counter)
+    tries: Counter = Counter()
+    for record, row in zip(records, rows):
+        counts = per_task[record.task]
+        counts["records"] += 1
+        if row["error"] is not None:
+            counts[row["error_kind"]] += 1
+            continue
+        verdicts = [judge_cot(text, record) for text in row["responses"]]
+        tries.update(v for v, _ in verdicts)
+        reasoning = next((r for v, r in verdicts if v == "kept"), None)
+        if reasoning is None:
+            counts[max((v for v, _ in verdicts), key=COT_REASONS.index, default="invalid_format")] += 1
+            continue
+        counts["kept"] += 1
+        kept.append(Record.from_dict({**record.to_dict(), "reasoning": reasoning}))
+    stage1, stage2, stage3 = split_pools(kept, pools, seed)
+    stage3 = [replace(r, reasoning=None) for r in stage3]
+    for name, pool in (("stage1", stage1), ("stage2_pool", stage2), ("stage3", stage3)):
+        write_jsonl(out / f"{name}.jsonl", pool)
+        for r in pool:
+            per_task[r.task][name] += 1
+    summary = _cot_summary(per_task, tries, config or {}, pools, seed, skipped_lines)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (out / "summary.md").write_text(_cot_markdown(summary), encoding="utf-8")
+    return summary
+
+
+def _cot_summary(per_task: dict[str, Counter], tries: Counter, config: dict[str, Any], pools: Sequence[float],
+                 seed: int, skipped_lines: int) -> dict[str, Any]:
+    columns = ("records", "kept", *COT_REASONS, "stage1", "stage2_pool", "stage3")
+    tasks = {t: {c: per_task[t][c] for c in columns} for t in sorted(per_task)}
+    total = {c: sum(t[c] for t in tasks.values()) for c in columns}
+    return {"config": config, "pools": list(pools), "seed": seed, "skipped_lines": skipped_lines,
+            "total": total, "dropped": {c: total[c] for c in COT_REASONS}, "per_task": tasks,
+            "tries": {k: tries[k] for k in ("kept", *COT_REASONS[2:])}}
+
+
+def _cot_markdown(summary: dict[str, Any]) -> str:
+    cols = ("records", "kept", *COT_REASONS, "stage1", "stage2_pool", "stage3")
+    cfg = summary["config"]
+    header = (f"Teacher: `{cfg.get('teacher', '?')}`, gold shown: {cfg.get('show_gold', '?')}, tries per "
+              f"record: {cfg.get('samples', '?')}, pools {summary['pools']}, seed {summary['seed']}, skipped "
+              f"input lines {summary['skipped_lines']}.")
+    lines = ["# CoT corpus build", "", header, "",
+             "| task | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, row in [*summary["per_task"].items(), ("**total**", summary["total"])]:
+        lines.append(f"| {name} | " + " | ".join(str(row[c]) for c in cols) + " |")
+    lines += ["", "Tries (all responses): " + ", ".join(f"{k} {v}" for k, v in summary["tries"].items()), ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------- confidence
+
+DEFINITIONS = ("agreement", "accuracy")
+MISMATCH_POLICIES = ("keep", "drop")
+
+
+@dataclass(frozen=True)
+class SampleCounts:
+    """What K sampled answers say about one record: ``answered`` of them name a candidate, ``correct`` name
+    the gold label, and ``agree`` name the ``majority`` answer (ties go to the earlier candidate)."""
+
+    samples: int
+    answered: int
+    correct: int
+    majority: str | None
+    agree: int
+
+
+def count_samples(responses: Sequence[str | None], record: Record) -> SampleCounts:
+    """Labels by the strict label rule; a response without a usable answer counts in K but for no label."""
+    labels = [parse_response(t, record.candidates, mode="strict").label for t in responses]
+    votes = Counter(label for label in labels if label is not None)
+    majority = max(votes, key=lambda c: (votes[c], -record.candidates.index(c)), default=None)
+    return SampleCounts(len(labels), sum(votes.values()), votes[record.ground_truth], majority,
+                        votes[majority] if majority else 0)
+
+
+def confidence_target(
+    counts: SampleCounts,
+    definition: str = "agreement",
+    *,
+    prior: tuple[float, float] = (0.0, 0.0),
+    clip: tuple[float, float] = (0.05, 0.95),
+) -> float:
+    """The stage-2 target: (k + a) / (K + a + b) clipped into ``clip`` and rounded half-up to two decimals.
+
+    ``k`` is ``counts.agree`` (``agreement``: how often the model gives its own majority answer, an estimate
+    of the probability of the answer it will actually state) or ``counts.correct`` (``accuracy``: how often a
+    sample is right, which for an ambiguous image sits below the majority answer's chance of being right).
+    ``prior=(a, b)`` is a Beta(a, b) pseudo-count prior for small K; (1, 1) is Laplace's rule.
+    """
+    if definition not in DEFINITIONS:
+        raise ValueError(f"definition must be one of {DEFINITIONS}, got {definition!r}")
+    lo, hi = clip
+    if not 0 < lo <= hi < 1:
+        raise ValueError(f"clip bounds must satisfy 0 < low <= high < 1, got {clip}")
+    a, b = prior
+    if a < 0 or b < 0 or counts.samples + a + b <= 0:
+        raise ValueError(f"prior pseudo-counts must be >= 0 with K + a + b > 0, got {prior}")
+    k = counts.agree if definition == "agreement" else counts.correct
+    raw = (k + a) / (counts.samples + a + b)
+    return round_half_up(min(hi, max(lo, raw)))
+
+
+def round_half_up(x: float) -> float:
+    """Two decimals, halves up (0.625 -> 0.63), from the shortest decimal form of ``x``."""
+    return float(Decimal(repr(x)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+def build_confidence_targets(
+    records: Sequence[Record],
+    responder: Responder,
+    out_path: str | os.PathLike,
+    *,
+    definition: str = "agreement",
+    mismatch: str = "keep",
+    prior: tuple[float, float] = (0.0, 0.0),
+    clip: tuple[float, float] = (0.05, 0.95),
+    seed: int = 0,
+    chunk_size: int = 64,
+    samples_path: str | os.PathLike | None = None,
+    config: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    skipped_lines: int = 0,
+) -> dict[str, Any]:
+    """Sample (or resume), then write ``out_path``: the records with ``confidence`` set, answer and reasoning
+    unchanged (the gold label and the teacher's reasoning for it).
+
+    ``mismatch`` decides records whose majority answer is not the gold label under ``agreement``: ``keep``
+    them (the target is how sure the model is of the answer it will give for this image) or ``drop`` them
+    (only records where trained answer, reasoning and the counted answer coincide). Records without an image
+    are dropped, and so are records none of whose samples names a candidate under ``agreement`` (under
+    ``accuracy`` they score 0 of K). ``meta.confidence_samples`` keeps the counts so other definitions can be
+    derived. Writes ``<out>.summary.json`` (counts, target histogram, and the comparison with
+    ``meta.oracle_confidence`` when the records have it). Returns that summary.
+    """
+    if mismatch not in MISMATCH_POLICIES:
+        raise ValueError(f"mismatch must be one of {MISMATCH_POLICIES}, got {mismatch!r}")
+    confidence_target(SampleCounts(1, 1, 1, None, 1), definition, prior=prior, clip=clip)  # validate early
+    out = Path(out_path)
+    samples_path = Path(samples_path) if samples_path else out.with_name(out.stem + ".samples.jsonl")
+    rows = collect_samples(records, responder, samples_path, config=dict(config or {}), seed=seed,
+                           chunk_size=chunk_size, overwrite=overwrite, progress=progress)
+    written, dropped, all_counts = [], Counter(), []
+    for record, row in zip(records, rows):
+        if row["error"] is not None:
+            dropped[row["error_kind"]] += 1
+            continue
+        counts = count_samples(row["responses"], record)
+        all_counts.append((record, counts))
+        if counts.answered == 0 and definition == "agreement":
+            dropped["no_answer_in_samples"] += 1  # nothing to agree with; under accuracy it is just 0 of K
+            continue
+        if definition == "agreement" and mismatch == "drop" and counts.majority != record.ground_truth:
+            dropped["majority_not_gold"] += 1
+            continue
+        target = confidence_target(counts, definition, prior=prior, clip=clip)
+        meta = {**record.meta, "confidence_samples": {
+            "K": counts.samples, "answered": counts.answered, "correct": counts.correct,
+            "majority": counts.majority, "agree": counts.agree}}
+        written.append(replace(record, confidence=target, meta=meta))
+    write_jsonl(out, written)
+    summary = {
+        "config": {**(config or {}), "definition": definition, "mismatch": mismatch, "prior": list(prior),
+                   "clip": list(clip), "seed": seed},
+        "records": len(records), "written": len(written), "dropped": dict(sorted(dropped.items())),
+        "skipped_lines": skipped_lines,
+        "majority_is_gold": _fraction([c.majority == r.ground_truth for r, c in all_counts]),
+        "mean_target": _mean([r.confidence for r in written]),
+        "targets": dict(sorted(Counter(f"{r.confidence:.2f}" for r in written).items())),
+    }
+    if any("oracle_confidence" in r.meta for r, _ in all_counts):
+        summary["oracle_comparison"] = compare_with_oracle(all_counts, clip=clip)
+    out.with_name(out.stem + ".summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n",
+                                                         encoding="utf-8")
+    return summary
+
+
+def compare_with_oracle(
+    counted: Sequence[tuple[Record, SampleCounts]],
+    *,
+    priors: Sequence[tuple[float, float]] = ((0.0, 0.0), (1.0, 1.0)),
+    clip: tuple[float, float] = (0.05, 0.95),
+) -> dict[str, dict[str, float]]:
+    """How close each target definition comes to the truth, on records with ``meta.oracle_confidence``.
+
+    The oracle confidence is the chance that the best possible answer is right, so the target a calibrated
+    stage-2 model should learn for its (greedy) answer. For each definition x prior (and ``agreement`` on the
+    records ``mismatch="drop"`` keeps), reports Pearson correlation, mean absolute error and mean signed error
+    (target - oracle), with the mean target and oracle.
+    """
+    import numpy as np
+
+    usable = [(r, c) for r, c in counted if "oracle_confidence" in r.meta and c.answered > 0]
+    variants: dict[str, tuple[str, tuple[float, float], bool]] = {}
+    for a, b in priors:
+        suffix = "" if (a, b) == (0.0, 0.0) else f" prior({a:g},{b:g})"
+        for definition in DEFINITIONS:
+            variants[definition + suffix] = (definition, (a, b), False)
+        variants["agreement, majority=gold only" + suffix] = ("agreement", (a, b), True)
+    result = {}
+    for name, (definition, prior, only_gold) in variants.items():
+        pairs = [(confidence_target(c, definition, prior=prior, clip=clip), r.meta["oracle_confidence"])
+                 for r, c in usable if not only_gold or c.majority == r.ground_truth]
+        if not pairs:
+            continue
+        t, o = np.array(pairs, dtype=float).T
+        corr = float(np.corrcoef(t, o)[0, 1]) if len(t) > 1 and t.std() > 0 and o.std() > 0 else float("nan")
+        result[name] = {"n": len(t), "pearson": corr, "mae": float(np.abs(t - o).mean()),
+                        "bias": float((t - o).mean()), "mean_target": float(t.mean()),
+                        "mean_oracle": float(o.mean())}
+    return result
+
+
+def _mean(xs: Sequence[float]) -> float | None:
+    return round(sum(xs) / len(xs), 4) if xs else None
+
+
+def _fraction(flags: Sequence[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
