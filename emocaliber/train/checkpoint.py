@@ -1,0 +1,329 @@
+"""Checkpoints that stand on their own: weights + processor + chat template + generation config + model card.
+
+Any directory a stage writes (the final ``output_dir`` and every intermediate ``checkpoint-N``) loads with
+``from_pretrained``/``emocaliber.modeling.load_model_and_processor`` and evaluates with
+``eval/run_vecbench.py --model DIR``, and its README.md says what it is: stage, base model, data and config.
+The same information is kept machine-readable in ``emocaliber_training.json`` so the next stage can record its
+lineage. LoRA runs write adapters; :func:`merge_lora` turns one into a full checkpoint.
+
+Stage-agnostic: the SFT recipes and the GRPO stage share :func:`training_info`, :class:`ModelCardMixin` (put it
+before the TRL trainer class) and :class:`SelfContainedCheckpointCallback`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+INFO_FILE = "emocaliber_training.json"
+CARD_FILE = "README.md"
+STAGES = {
+    "stage1": "structured reasoning and answer (SFT), the scaffold model",
+    "stage2": "structured reasoning, answer and verbalized confidence (SFT), the cold-start model",
+    "stage3": "calibrated verbalized confidence (GRPO)",
+}
+#: Training arguments worth reading in a model card; the full set is in INFO_FILE.
+_CARD_TRAINING_KEYS = (
+    "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "num_train_epochs", "max_steps",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "world_size", "max_length", "bf16",
+    "gradient_checkpointing", "gradient_checkpointing_kwargs", "completion_only_loss", "seed", "deepspeed",
+    "train_sampling_strategy", "beta", "num_generations", "max_completion_length", "loss_type",
+)
+# Either file of each group makes the checkpoint complete for that part.
+_ESSENTIAL = {
+    "config": ("config.json", "adapter_config.json"),
+    "weights": ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors"),
+    "processor": ("processor_config.json", "preprocessor_config.json"),
+    "tokenizer": ("tokenizer.json", "tokenizer_config.json"),
+    "chat template": ("chat_template.jinja", "chat_template.json"),
+    "model card": (CARD_FILE,),
+}
+
+
+def _jsonable(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        obj = obj.to_dict() if hasattr(obj, "to_dict") else asdict(obj)
+    return json.loads(json.dumps(obj, default=str, sort_keys=True))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_training_info(model_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The INFO_FILE of a checkpoint this project wrote, or None (e.g. a hub base model)."""
+    path = Path(model_dir, INFO_FILE)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def training_info(
+    *,
+    stage: str,
+    model_args: Any,
+    data_args: Any,
+    training_args: Any,
+    n_train: int,
+    n_eval: int | None = None,
+) -> dict[str, Any]:
+    """What a checkpoint's card and INFO_FILE record: stage, base model, lineage, data (with a hash), config.
+
+    ``training_args.to_dict()`` already redacts hub tokens. Lineage is the base model's own lineage (when it is a
+    checkpoint of this project) followed by the base model itself.
+    """
+    import emocaliber
+
+    base = model_args.model_name_or_path
+    parent = read_training_info(base) if Path(base).is_dir() else None
+    lineage = (parent or {}).get("lineage", []) + [{"model": str(base), "stage": (parent or {}).get("stage")}]
+    data = _jsonable(data_args)
+    for key in ("train_file", "eval_file"):
+        if data.get(key) and Path(data[key]).is_file():
+            data[f"{key}_sha256"] = file_sha256(data[key])
+    data["n_train"], data["n_eval"] = n_train, n_eval
+    return {
+        "stage": stage,
+        "description": STAGES.get(stage, stage),
+        "base_model": str(base),
+        "lineage": lineage,
+        "data": data,
+        "model": _jsonable(model_args),
+        "training": _jsonable(training_args),
+        "distributed": {},  # filled by distributed_info() once the trainer's accelerator exists
+        "versions": _versions(),
+        "emocaliber": emocaliber.__version__,
+    }
+
+
+def distributed_info(accelerator: Any) -> dict[str, Any]:
+    """How a run was spread: process count, accelerate's distributed type and, under DeepSpeed, the ZeRO stage."""
+    out: dict[str, Any] = {"world_size": accelerator.num_processes,
+                           "distributed_type": getattr(accelerator.distributed_type, "value",
+                                                       str(accelerator.distributed_type))}
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is not None:
+        out["zero_stage"] = plugin.zero_stage
+    return out
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "transformers", "trl", "peft", "accelerate", "deepspeed", "bitsandbytes"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def model_card(info: dict[str, Any], *, step: int | None = None, is_adapter: bool = False) -> str:
+    """README.md text: hub front matter, what the checkpoint is, how to use it, and its training config."""
+    base = info["base_model"]
+    hub_base = None if Path(base).exists() or base.startswith((".", "/", "~")) else base
+    front = ["---"] + ([f"base_model: {hub_base}"] if hub_base else []) + [
+        f"library_name: {'peft' if is_adapter else 'transformers'}",
+        "pipeline_tag: image-text-to-text",
+        "tags:", "- emocaliber", f"- {info['stage']}", "- visual-emotion", "- calibration", "- trl", "---", ""]
+    lineage = " -> ".join(f"{e['model']}" + (f" ({e['stage']})" if e.get("stage") else "") for e in info["lineage"])
+    data = info["data"]
+    title = f"# EmoCaliber {info['stage']} checkpoint" + (f" (step {step})" if step is not None else "")
+    body = [
+        title, "",
+        f"- **Stage:** {info['stage']}: {info['description']}",
+        f"- **Base model:** `{base}`",
+        f"- **Lineage:** {lineage} -> this checkpoint",
+        f"- **Weights:** {'a LoRA adapter over the base model' if is_adapter else 'full model'}",
+        "- **Trained with:** " + ", ".join(f"{k} {v}" for k, v in info.get("distributed", {}).items()),
+        (f"- **Training data:** `{data.get('train_file')}` ({data.get('n_train')} records, sha256 "
+         f"`{str(data.get('train_file_sha256', 'n/a'))[:16]}`), images under `{data.get('image_root') or '.'}`, "
+         f"confidence target: {'yes' if data.get('with_confidence') else 'no'}"),
+    ]
+    if data.get("eval_file"):
+        body.append(f"- **Evaluation data:** `{data['eval_file']}` ({data.get('n_eval')} records)")
+    body += [
+        f"- **System prompt:** {data.get('system_prompt')!r}", "",
+        "## Use", "", "```bash", "python eval/run_vecbench.py --model <this directory>", "```", "",
+        "```python",
+        "from emocaliber.modeling import load_model_and_processor",
+        "model, processor = load_model_and_processor('<this directory>')",
+        "```", "",
+    ]
+    if is_adapter:
+        body += [("This directory holds a LoRA adapter; its base is read from adapter_config.json. Write a full "
+                  "checkpoint with `python recipes/merge_lora.py --adapter <this directory> --out <dir>`."), ""]
+    else:
+        body += [("It also loads with `AutoModelForImageTextToText.from_pretrained` and "
+                  "`AutoProcessor.from_pretrained`."), ""]
+    training = info.get("training", {})
+    shown = {k: training[k] for k in _CARD_TRAINING_KEYS if k in training}
+    body += ["## Training configuration", "",
+             f"Full configuration in `{INFO_FILE}`. Versions: "
+             + ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items()) + ".", "",
+             "```json", json.dumps({"model": info.get("model"), "training": shown}, indent=2, sort_keys=True),
+             "```", ""]
+    return "\n".join(front + body)
+
+
+def write_model_card(out_dir: str | os.PathLike, info: dict[str, Any], *, step: int | None = None) -> None:
+    """Write README.md and INFO_FILE into ``out_dir`` (a final or intermediate checkpoint directory)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    is_adapter = (out / "adapter_config.json").is_file()
+    record = dict(info, step=step) if step is not None else info
+    (out / INFO_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (out / CARD_FILE).write_text(model_card(info, step=step, is_adapter=is_adapter), encoding="utf-8")
+
+
+def missing_parts(model_dir: str | os.PathLike) -> list[str]:
+    """What a directory lacks to be used on its own (empty when complete)."""
+    d = Path(model_dir)
+    missing = [part for part, names in _ESSENTIAL.items() if not any((d / n).is_file() for n in names)]
+    if (d / "config.json").is_file() and not (d / "generation_config.json").is_file():
+        missing.append("generation config")
+    return missing
+
+
+def finalize_checkpoint(
+    model_dir: str | os.PathLike,
+    *,
+    info: dict[str, Any] | None = None,
+    processor: Any = None,
+    step: int | None = None,
+) -> list[str]:
+    """Complete a directory ``save_pretrained``/``Trainer`` wrote; return what is still missing (logged).
+
+    Adds the processor (with its chat template) if absent, re-enables the KV cache that gradient checkpointing
+    switched off in config.json (generation would be slow otherwise), and writes the model card.
+    """
+    d = Path(model_dir)
+    if processor is not None and "processor" in missing_parts(d):
+        processor.save_pretrained(d)
+    _enable_cache(d / "config.json")
+    if info is not None:
+        write_model_card(d, info, step=step)
+    missing = missing_parts(d)
+    if missing:
+        logger.warning("checkpoint %s is not self-contained, it lacks: %s%s", d, ", ".join(missing),
+                       " (under DeepSpeed ZeRO-3 set zero3_save_16bit_model: true in the accelerate config)"
+                       if "weights" in missing else "")
+    return missing
+
+
+def _enable_cache(config_path: Path) -> None:
+    if not config_path.is_file():
+        return
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    changed = False
+    for section in (config, config.get("text_config") or {}):
+        if section.get("use_cache") is False:
+            section["use_cache"] = True
+            changed = True
+    if changed:
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+class ModelCardMixin:
+    """Makes a TRL trainer write this project's model card wherever TRL writes its own (every checkpoint save
+    and ``push_to_hub``). Mix in before the trainer class and set ``emocaliber_info``."""
+
+    emocaliber_info: dict[str, Any] | None = None
+
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None,
+                          tags: Any = None, **kwargs: Any) -> None:
+        if self.emocaliber_info is None:
+            return super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        if self.is_world_process_zero():
+            write_model_card(self.args.output_dir, self.emocaliber_info)
+
+
+class ResumeMixin:
+    """Resume full fine-tuning of Qwen2.5-VL from a ``checkpoint-N`` with the right weights.
+
+    transformers 5.x saves Qwen2.5-VL in the original key layout (``model.layers.*``, ``visual.*``) but
+    ``Trainer._load_from_checkpoint`` loads the file with a plain non-strict ``load_state_dict`` on the new layout
+    (``model.language_model.*``, ``model.visual.*``): no key matches, only a warning is logged and training
+    silently restarts from the base weights (huggingface/transformers#43701, open). Here the checkpoint is read the
+    way ``from_pretrained`` reads it. DeepSpeed (own shards), FSDP and PEFT adapters keep the Trainer's path.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        from transformers.utils import is_peft_available
+
+        target = model if model is not None else self.model
+        is_peft = False
+        if is_peft_available():
+            from peft import PeftModel
+
+            is_peft = isinstance(target, PeftModel)
+        ckpt = Path(resume_from_checkpoint)
+        has_weights = (ckpt / "model.safetensors").is_file() or (ckpt / "model.safetensors.index.json").is_file()
+        if is_peft or self.is_fsdp_enabled or not has_weights:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_checkpoint_weights(target, ckpt)
+
+
+def load_checkpoint_weights(model: Any, ckpt_dir: str | os.PathLike) -> None:
+    """Copy a saved checkpoint's weights into ``model`` in place, with ``from_pretrained``'s key conversion;
+    every parameter must be matched (strict), so a silent partial load cannot happen."""
+    dtype = next(model.parameters()).dtype
+    saved = type(model).from_pretrained(ckpt_dir, dtype=dtype)
+    result = model.load_state_dict(saved.state_dict(), strict=False)
+    del saved
+    if result.missing_keys or result.unexpected_keys:
+        raise RuntimeError(f"checkpoint {ckpt_dir} does not match the model: missing {result.missing_keys[:5]}, "
+                           f"unexpected {result.unexpected_keys[:5]}")
+    logger.info("resumed weights from %s", ckpt_dir)
+
+
+class SelfContainedCheckpointCallback(TrainerCallback):
+    """Completes every intermediate ``checkpoint-N`` (processor, model card, KV cache on) right after it is saved,
+    so any of them can be evaluated or become the next stage's base while training goes on."""
+
+    def __init__(self, info: dict[str, Any]):
+        self.info = info
+
+    def on_save(self, args, state, control, processing_class=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if ckpt.is_dir():
+            finalize_checkpoint(ckpt, info=self.info, processor=processing_class, step=state.global_step)
+
+
+def merge_lora(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *, dtype: str = "auto") -> Path:
+    """Merge a LoRA adapter into its (unquantized) base and save a full, self-contained checkpoint.
+
+    An adapter trained on a 4-bit base (QLoRA) is merged into the full-precision base, the usual practice: the
+    result is an ordinary checkpoint that vLLM and ``from_pretrained`` load without bitsandbytes.
+    """
+    from emocaliber.modeling import load_model_and_processor
+    from emocaliber.train.configs import ConfigError
+
+    adapter, out = Path(adapter_dir), Path(out_dir)
+    if not (adapter / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{adapter} holds no adapter_config.json: not a LoRA adapter directory")
+    if out.resolve() == adapter.resolve():
+        raise ConfigError(f"out_dir {out} must differ from adapter_dir (the adapter would be overwritten)")
+    model, processor = load_model_and_processor(adapter, dtype=dtype)
+    merged = model.merge_and_unload()
+    merged.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    info = read_training_info(adapter)
+    if info is not None:
+        info = dict(info, merged_from_adapter=str(adapter))
+    finalize_checkpoint(out, info=info)
+    return out

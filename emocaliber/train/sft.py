@@ -1,0 +1,226 @@
+"""Stages 1 and 2: supervised fine-tuning of Qwen2.5-VL with TRL's ``SFTTrainer``.
+
+Modelled on open-r1's ``sft.py`` and TRL's ``trl/scripts/sft.py``: the recipe parses ``ModelArgs``, ``DataArgs`` and
+``SFTConfig`` with ``TrlParser`` and calls :func:`run_sft`. Loss is on the assistant's completion only (TRL's
+prompt-completion format, ``completion_only_loss``), which works on any transformers version. Full fine-tuning,
+LoRA and QLoRA, freezing the vision tower or merger, gradient checkpointing, DeepSpeed/DDP through
+``accelerate launch``, resuming (``resume_from_checkpoint: auto`` = the last checkpoint in ``output_dir``) and
+TRL's ``push_to_hub`` are configuration choices.
+
+Order matters for users: data and config are checked (and fail with a message naming the field, file or record)
+before the model is loaded, and every saved directory is a self-contained checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from trl import SFTConfig, SFTTrainer
+
+from emocaliber.modeling import check_model_source, load_model_and_processor, load_processor, lora_config
+from emocaliber.train.checkpoint import (
+    ModelCardMixin,
+    ResumeMixin,
+    SelfContainedCheckpointCallback,
+    distributed_info,
+    finalize_checkpoint,
+    training_info,
+)
+from emocaliber.train.configs import ConfigError, DataArgs, ModelArgs
+from emocaliber.train.data import LENGTH_COLUMN, build_datasets, default_image_root
+
+logger = logging.getLogger(__name__)
+
+#: Values of ``resume_from_checkpoint`` that mean "the last checkpoint in output_dir, if any".
+AUTO_RESUME = ("auto", "last", "true", "True")
+_LENGTH_SAMPLERS = ("group_by_length", "batch_rebalance")
+
+
+class EmoCaliberSFTTrainer(ModelCardMixin, ResumeMixin, SFTTrainer):
+    """``SFTTrainer`` that writes this project's model card, resumes full fine-tuning with the right weights
+    (:class:`~emocaliber.train.checkpoint.ResumeMixin`) and keeps the precomputed ``length`` column.
+
+    TRL keeps only prompt/completion/images columns for vision data, which would drop the lengths that
+    ``train_sampling_strategy: group_by_length`` needs; the collator ignores the extra key.
+    """
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if self.args.train_sampling_strategy in _LENGTH_SAMPLERS and self._is_vision_dataset:
+            name = self.args.length_column_name
+            if name not in self._signature_columns:
+                self._signature_columns = [*self._signature_columns, name]
+
+
+def setup_logging(training_args: SFTConfig) -> None:
+    """Log like open-r1: timestamps on stdout, verbosity from ``log_level`` (quiet on non-main ranks)."""
+    import datasets
+    import transformers
+
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%Y-%m-%d %H:%M:%S",
+                        handlers=[logging.StreamHandler(sys.stdout)])
+    level = training_args.get_process_log_level()
+    logging.getLogger("emocaliber").setLevel(level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+
+
+def resolve_resume(resume: str | bool | None, output_dir: str | os.PathLike) -> str | None:
+    """The checkpoint to resume from: ``auto`` -> last ``checkpoint-N`` in output_dir (None if there is none, i.e.
+    a fresh start), a path -> that path (which must exist), None -> no resume (warn if checkpoints exist)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(output_dir)
+    last = get_last_checkpoint(str(out)) if out.is_dir() else None
+    if resume is None or resume is False or resume in ("", "none", "None", "false", "False"):
+        if last is not None:
+            logger.warning("output_dir %s already holds %s; training starts from scratch and will overwrite "
+                           "checkpoints (set resume_from_checkpoint: auto to continue it)", out, Path(last).name)
+        return None
+    if resume is True or resume in AUTO_RESUME:
+        if last is None:
+            logger.info("resume_from_checkpoint=auto: no checkpoint in %s, starting from scratch", out)
+        return last
+    if not Path(resume).is_dir():
+        raise ConfigError(f"resume_from_checkpoint: no checkpoint directory at {resume} (use 'auto' for the last "
+                          f"checkpoint in output_dir)")
+    return str(resume)
+
+
+def check_args(model_args: ModelArgs, data_args: DataArgs, training_args: SFTConfig) -> None:
+    """Contradictions TRL would only report after loading the model, or not at all."""
+    if training_args.packing or training_args.padding_free:
+        raise ConfigError("packing / padding_free are not supported for image data by TRL; set them to false")
+    if training_args.assistant_only_loss:
+        raise ConfigError("assistant_only_loss needs 'messages' data; these recipes use prompt-completion data "
+                          "with completion_only_loss (the default), which masks the prompt already")
+    if training_args.completion_only_loss is False:
+        logger.warning("completion_only_loss=false: the loss also covers the system and user prompt")
+    source = Path(model_args.model_name_or_path)
+    if (source / "adapter_config.json").is_file():
+        raise ConfigError(f"model_name_or_path {source} is a LoRA adapter; merge it into a full checkpoint first "
+                          "(python recipes/merge_lora.py --adapter DIR --out DIR) and start from that")
+
+
+def freeze_vision(model: Any, *, tower: bool, merger: bool) -> dict[str, int]:
+    """Stop gradients to the vision encoder and/or the vision-to-language merger; return frozen tensor counts.
+
+    Names follow transformers 5.x Qwen2/2.5-VL (``model.visual.blocks``, ``model.visual.patch_embed``,
+    ``model.visual.merger``); a requested part that matches nothing is an error, not a silent no-op.
+    """
+    counts = {"vision_tower": 0, "merger": 0}
+    for name, param in model.named_parameters():
+        if ".visual." not in f".{name}":
+            continue
+        part = "merger" if ".merger." in name else "vision_tower"
+        if (part == "merger" and merger) or (part == "vision_tower" and tower):
+            param.requires_grad_(False)
+            counts[part] += 1
+    for part, wanted in (("vision_tower", tower), ("merger", merger)):
+        if wanted and not counts[part]:
+            raise ConfigError(f"freeze_{'merger' if part == 'merger' else 'vision_tower'}: the model has no "
+                              f"{part} parameters under '.visual.' to freeze")
+    return counts
+
+
+def build_trainer(
+    model_args: ModelArgs,
+    data_args: DataArgs,
+    training_args: SFTConfig,
+    *,
+    stage: str,
+    callbacks: list | None = None,
+) -> EmoCaliberSFTTrainer:
+    """Check config and data, load the model, and return a ready ``SFTTrainer`` (nothing trained yet)."""
+    check_args(model_args, data_args, training_args)
+    source = check_model_source(model_args.model_name_or_path)
+    if Path(source).is_dir():  # absolute, so adapters and lineage still resolve from another working directory
+        model_args.model_name_or_path = source = str(Path(source).resolve())
+    trust = training_args.trust_remote_code
+    processor = load_processor(source, min_pixels=model_args.min_pixels, max_pixels=model_args.max_pixels,
+                               trust_remote_code=trust)
+    data_args.image_root = str(default_image_root(data_args))  # recorded in the model card as resolved
+    with_lengths = training_args.train_sampling_strategy in _LENGTH_SAMPLERS
+    train_ds, eval_ds = build_datasets(data_args, processor=processor, max_length=training_args.max_length,
+                                       with_lengths=with_lengths)
+    if with_lengths:
+        training_args.length_column_name = LENGTH_COLUMN
+    if eval_ds is None and training_args.eval_strategy != "no":
+        raise ConfigError(f"eval_strategy={training_args.eval_strategy!r} needs eval_file")
+
+    # Bind this process to its device first: bitsandbytes puts a quantized model on the *current* CUDA device, and
+    # under accelerate launch each rank must load onto its own GPU.
+    _ = training_args.device
+    model, processor = load_model_and_processor(
+        source, dtype=model_args.dtype, attn_implementation=model_args.attn_implementation,
+        quantization=model_args.quantization, trust_remote_code=trust, min_pixels=model_args.min_pixels,
+        max_pixels=model_args.max_pixels)
+    if model_args.quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=training_args.gradient_checkpointing,
+            gradient_checkpointing_kwargs=training_args.gradient_checkpointing_kwargs)
+    if model_args.freeze_vision_tower or model_args.freeze_merger:
+        if model_args.use_lora:
+            logger.info("freeze_vision_tower/freeze_merger have no effect with LoRA: every base weight is frozen")
+        else:
+            frozen = freeze_vision(model, tower=model_args.freeze_vision_tower, merger=model_args.freeze_merger)
+            logger.info("frozen parameter tensors: %s", frozen)
+    peft_config = None
+    if model_args.use_lora:
+        peft_config = lora_config(model_args.lora_kwargs(), vision=model_args.lora_vision)
+
+    info = training_info(stage=stage, model_args=model_args, data_args=data_args, training_args=training_args,
+                         n_train=len(train_ds), n_eval=len(eval_ds) if eval_ds is not None else None)
+    trainer = EmoCaliberSFTTrainer(
+        model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=processor,
+        peft_config=peft_config, callbacks=[SelfContainedCheckpointCallback(info), *(callbacks or [])])
+    info["distributed"] = distributed_info(trainer.accelerator)
+    trainer.emocaliber_info = info
+    return trainer
+
+
+def run_sft(
+    model_args: ModelArgs,
+    data_args: DataArgs,
+    training_args: SFTConfig,
+    *,
+    stage: str,
+    callbacks: list | None = None,
+) -> Path:
+    """Train one SFT stage and save a self-contained checkpoint in ``output_dir``; return that directory."""
+    from transformers import set_seed
+
+    setup_logging(training_args)
+    set_seed(training_args.seed)
+    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    trainer = build_trainer(model_args, data_args, training_args, stage=stage, callbacks=callbacks)
+    logger.info("*** %s: training on %d records ***", stage, len(trainer.train_dataset))
+    result = trainer.train(resume_from_checkpoint=resume)
+    metrics = dict(result.metrics, train_samples=len(trainer.train_dataset))
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+
+    out = Path(training_args.output_dir)
+    trainer.save_model(str(out))  # on every rank: ZeRO-3 gathers the shards
+    if trainer.accelerator.is_main_process:
+        finalize_checkpoint(out, info=trainer.emocaliber_info, processor=trainer.processing_class)
+    trainer.accelerator.wait_for_everyone()
+    logger.info("model saved to %s", out)
+
+    if training_args.do_eval or trainer.eval_dataset is not None:
+        metrics = trainer.evaluate()
+        metrics["eval_samples"] = len(trainer.eval_dataset)
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=data_args.train_file)  # TRL's; uploads output_dir incl. our card
+    if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the process group
+        trainer.end()
+    return out
