@@ -1,0 +1,347 @@
+"""Stage 3: GRPO with a calibration reward on TRL's ``GRPOTrainer``.
+
+Modelled on open-r1's ``grpo.py``: the recipe parses ``ModelArgs``, ``DataArgs``, :class:`GRPOScriptArgs` and
+TRL's ``GRPOConfig`` with ``TrlParser`` and calls :func:`run_grpo`. What this module adds to TRL:
+
+* **Data**: the stage-3 prompts are the project's records, checked before the model loads
+  (:func:`emocaliber.train.data.build_datasets` with ``completion=False``), in TRL's VLM shape: a conversational
+  ``prompt`` whose user turn holds ``{"type": "image"}``, an ``images`` column, and the ``ground_truth`` and
+  ``candidates`` columns that reach the reward functions as per-completion lists.
+* **Reward wiring** (:func:`reward_wiring`): rewards are named from :data:`emocaliber.rewards.REWARDS`. A
+  weighted reward (format + accuracy + calibration) is passed to TRL as its three component functions with their
+  weights, so TRL logs ``rewards/<component>/mean|std`` and its weighted sum (``reward``) is exactly the library's
+  reward: the trainer optimises the same number the library computes.
+* **Rollout monitoring** (:class:`EmoCaliberGRPOTrainer`): every generation batch is parsed with the one strict
+  parser and logged as ``rollout/parse_rate``, ``rollout/accuracy``, ``rollout/confidence_mean|std``,
+  ``rollout/confidence_group_std`` (confidence spread inside a prompt's group: zero means the confidence gets no
+  gradient), ``rollout/low_confidence_rate`` (c < 0.1, the sandbagging signature) and ``rollout/ece``, a running
+  ECE over the last ``rollout_window`` rollouts with a valid format. TRL's own ``frac_reward_zero_std`` counts the
+  groups whose reward has no variance. With ``log_completions`` the printed table and the
+  ``completions/*.parquet`` files carry each completion's parsed ``label``, ``confidence`` and ``valid`` flag.
+* **Checkpoints** are self-contained (processor, chat template, model card) and ``resume_from_checkpoint: auto``
+  continues from the last one in ``output_dir``. The running-ECE window is not part of a checkpoint: after a
+  resume it refills over the next ``rollout_window`` rollouts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from trl import GRPOConfig, GRPOTrainer
+
+from emocaliber.metrics import ece
+from emocaliber.modeling import check_model_source, load_model_and_processor, lora_config
+from emocaliber.parsing import parse_response
+from emocaliber.rewards import DEFAULT_REWARD, REWARDS, WeightedReward, completion_text
+from emocaliber.train.checkpoint import (
+    ModelCardMixin,
+    ResumeMixin,
+    SelfContainedCheckpointCallback,
+    distributed_info,
+    finalize_checkpoint,
+    training_info,
+)
+from emocaliber.train.configs import ConfigError, DataArgs, ModelArgs
+from emocaliber.train.data import build_datasets
+from emocaliber.train.sft import freeze_vision, resolve_resume, setup_logging
+
+logger = logging.getLogger(__name__)
+
+#: A stated confidence below this counts as "low" (calibration.md 3.2: the sandbagging signature).
+LOW_CONFIDENCE = 0.1
+
+
+@dataclass
+class GRPOScriptArgs:
+    """Stage-3 settings that are not TRL's: which rewards, and how the rollouts are monitored."""
+
+    reward_funcs: list[str] = field(
+        default_factory=lambda: [DEFAULT_REWARD],
+        metadata={"help": f"Reward names from emocaliber.rewards.REWARDS ({', '.join(REWARDS)}); their weights are "
+                          f"GRPOConfig.reward_weights (one per name). Default: the project's {DEFAULT_REWARD!r}; "
+                          "'emocaliber' is the release's reward."})
+    split_reward_components: bool = field(
+        default=True, metadata={"help": "Pass a weighted reward to TRL as its format/accuracy/calibration "
+                                        "functions (same total) so each is logged as rewards/<name>/mean."})
+    rollout_window: int = field(
+        default=1024, metadata={"help": "Rollouts (with a valid format) in the running ECE logged as rollout/ece."})
+    rollout_ece_bins: int = field(default=10, metadata={"help": "Equal-width bins of the running ECE."})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.reward_funcs, str):
+            self.reward_funcs = [n.strip() for n in self.reward_funcs.split(",") if n.strip()]
+        unknown = [n for n in self.reward_funcs if n not in REWARDS]
+        if not self.reward_funcs or unknown:
+            raise ConfigError(f"reward_funcs: unknown or empty {unknown or self.reward_funcs}; choose from "
+                              f"{', '.join(REWARDS)}")
+        if self.rollout_window < 1 or self.rollout_ece_bins < 1:
+            raise ConfigError("rollout_window and rollout_ece_bins must be >= 1")
+
+
+# --- reward wiring ---------------------------------------------------------------------------------------------
+
+
+def reward_wiring(
+    names: Sequence[str], weights: Sequence[float] | None = None, *, split_components: bool = True
+) -> tuple[list[Any], list[float]]:
+    """``(reward_funcs, reward_weights)`` exactly as they are handed to ``GRPOTrainer``/``GRPOConfig``.
+
+    A :class:`~emocaliber.rewards.WeightedReward` is replaced by its components (``format_reward``,
+    ``accuracy_reward``, ``calibration_reward_<rule>``) with its weights scaled by the outer weight; the weighted
+    sum is unchanged and TRL logs each term. A function reached twice has its weights added (TRL names metrics by
+    ``__name__``, so duplicates would overwrite each other's logs).
+    """
+    weights = [1.0] * len(names) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(names):
+        raise ConfigError(f"reward_weights has {len(weights)} value(s) for {len(names)} reward_funcs {list(names)}")
+    funcs: list[Any] = []
+    out_weights: list[float] = []
+    for name, weight in zip(names, weights, strict=True):
+        if name not in REWARDS:
+            raise ConfigError(f"unknown reward {name!r}; registered rewards: {', '.join(REWARDS)}")
+        func = REWARDS[name]
+        parts = func.components() if split_components and isinstance(func, WeightedReward) else ([func], [1.0])
+        for part, part_weight in zip(*parts, strict=True):
+            if part in funcs:
+                out_weights[funcs.index(part)] += weight * part_weight
+            else:
+                funcs.append(part)
+                out_weights.append(weight * part_weight)
+    return funcs, out_weights
+
+
+# --- rollout monitoring ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One completion as the strict parser reads it."""
+
+    label: str | None
+    confidence: float | None
+    valid: bool
+    correct: bool
+
+
+def judge_rollouts(completions: Sequence[Any], candidates: Sequence[Any], ground_truths: Sequence[Any]) -> list[Rollout]:
+    """Parse completions (strings or chat messages) with the strict parser; correct = label equals ground truth."""
+    out = []
+    for completion, cands, truth in zip(completions, candidates, ground_truths, strict=True):
+        parsed = parse_response(completion_text(completion), cands or (), "strict")
+        correct = (parsed.label is not None and isinstance(truth, str)
+                   and parsed.label.strip().lower() == truth.strip().lower())
+        out.append(Rollout(parsed.label, parsed.confidence, bool(parsed.valid_format), bool(correct)))
+    return out
+
+
+class RolloutMonitor:
+    """Per-batch rollout statistics plus a running ECE over a window of recent valid rollouts.
+
+    Undefined values (no confidence in the batch, a window too small) are NaN; TRL's ``log`` skips NaN.
+    """
+
+    def __init__(self, window: int = 1024, n_bins: int = 10) -> None:
+        self.n_bins = n_bins
+        self._window: deque[tuple[float, float]] = deque(maxlen=window)
+
+    def reset(self) -> None:
+        self._window.clear()
+
+    def update(self, rollouts: Sequence[Rollout], group_size: int) -> dict[str, float]:
+        """Add one generation batch (groups of ``group_size`` consecutive rollouts) and return its metrics."""
+        n = len(rollouts)
+        if n == 0:
+            return {}
+        conf = np.array([r.confidence if r.confidence is not None else np.nan for r in rollouts], dtype=float)
+        stated = ~np.isnan(conf)
+        self._window.extend((r.confidence, float(r.correct)) for r in rollouts if r.valid and r.confidence is not None)
+        group_stds = [np.std(g[~np.isnan(g)]) for g in _groups(conf, group_size) if (~np.isnan(g)).sum() >= 2]
+        window = np.array(self._window, dtype=float).reshape(-1, 2)
+        return {
+            "rollout/parse_rate": float(np.mean([r.valid for r in rollouts])),
+            "rollout/accuracy": float(np.mean([r.correct for r in rollouts])),
+            "rollout/confidence_mean": float(conf[stated].mean()) if stated.any() else math.nan,
+            "rollout/confidence_std": float(conf[stated].std()) if stated.any() else math.nan,
+            "rollout/confidence_group_std": float(np.mean(group_stds)) if group_stds else math.nan,
+            "rollout/low_confidence_rate": float((conf[stated] < LOW_CONFIDENCE).mean()) if stated.any() else math.nan,
+            "rollout/ece": float(ece(window[:, 0], window[:, 1], n_bins=self.n_bins)) if len(window) else math.nan,
+        }
+
+
+def _groups(values: np.ndarray, size: int) -> list[np.ndarray]:
+    size = max(int(size), 1)
+    return [values[i:i + size] for i in range(0, len(values), size)]
+
+
+class EmoCaliberGRPOTrainer(ModelCardMixin, ResumeMixin, GRPOTrainer):
+    """``GRPOTrainer`` that parses every rollout once more for monitoring and writes this project's model card.
+
+    The rewards themselves are untouched: ``_calculate_rewards`` runs TRL's, then logs what the strict parser
+    sees in the same completions (gathered over processes, so every rank logs the global batch).
+    """
+
+    def __init__(self, *args: Any, rollout_window: int = 1024, rollout_ece_bins: int = 10, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rollout_monitors = {mode: RolloutMonitor(rollout_window, rollout_ece_bins) for mode in ("train", "eval")}
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        from accelerate.utils import gather_object
+
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        rollouts = judge_rollouts(completions, [x.get("candidates") for x in inputs],
+                                  [x.get("ground_truth") for x in inputs])
+        self._log_completion_extra("label", [r.label or "" for r in rollouts])
+        self._log_completion_extra("confidence", [r.confidence for r in rollouts])
+        self._log_completion_extra("valid", [r.valid for r in rollouts])
+        mode = "train" if self.model.training else "eval"
+        group = self.num_generations if mode == "train" else self.num_generations_eval
+        for name, value in self.rollout_monitors[mode].update(gather_object(rollouts), group).items():
+            self._metrics[mode][name].append(value)
+        return rewards_per_func
+
+    def evaluate(self, *args: Any, **kwargs: Any):
+        self.rollout_monitors["eval"].reset()  # each evaluation reports its own ECE
+        return super().evaluate(*args, **kwargs)
+
+
+#: Columns of :func:`reward_curve`: (heading, log key).
+CURVE_COLUMNS = (("mean reward", "reward"), ("parse rate", "rollout/parse_rate"), ("accuracy", "rollout/accuracy"),
+                 ("mean confidence", "rollout/confidence_mean"), ("zero-std groups", "frac_reward_zero_std"))
+
+
+def reward_curve(log_history: Sequence[dict[str, Any]], bucket: int) -> list[dict[str, Any]]:
+    """Per-step logs (``trainer_state.json``'s ``log_history``) averaged over consecutive ranges of ``bucket`` steps.
+
+    ``ece`` is ``rollout/ece`` at the last step of each range: the ECE of that range's valid rollouts when the run's
+    ``rollout_window`` equals ``bucket`` x completions per step (otherwise of the last ``rollout_window``).
+    """
+    steps = sorted((h for h in log_history if "reward" in h and "step" in h), key=lambda h: h["step"])
+    rows = []
+    for start in range(0, len(steps), bucket):
+        chunk = steps[start:start + bucket]
+        row: dict[str, Any] = {"steps": f"{chunk[0]['step']}-{chunk[-1]['step']}"}
+        for heading, key in CURVE_COLUMNS:
+            values = [h[key] for h in chunk if h.get(key) is not None]
+            row[heading] = float(np.mean(values)) if values else math.nan
+        last = chunk[-1].get("rollout/ece")
+        row["ece"] = math.nan if last is None else float(last)
+        rows.append(row)
+    return rows
+
+
+def curve_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """:func:`reward_curve` rows as a Markdown table."""
+    headings = ["steps", *(h for h, _ in CURVE_COLUMNS), "ece"]
+    lines = ["| " + " | ".join(headings) + " |", "|" + "---|" * len(headings)]
+    for row in rows:
+        cells = [row["steps"]] + [f"{row[h]:.3f}" for h in headings[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --- building and running --------------------------------------------------------------------------------------
+
+
+def check_args(model_args: ModelArgs, data_args: DataArgs, script_args: GRPOScriptArgs,
+               training_args: GRPOConfig) -> None:
+    """Contradictions TRL would report only after loading the model, or with an obscure error."""
+    if not data_args.with_confidence:
+        raise ConfigError("with_confidence: false, but stage 3 trains the stated confidence; set it to true")
+    if (Path(model_args.model_name_or_path) / "adapter_config.json").is_file():
+        raise ConfigError(f"model_name_or_path {model_args.model_name_or_path} is a LoRA adapter; merge it into a "
+                          "full checkpoint first (python recipes/merge_lora.py --adapter DIR --out DIR)")
+    if training_args.reward_weights is not None and len(training_args.reward_weights) != len(script_args.reward_funcs):
+        raise ConfigError(f"reward_weights has {len(training_args.reward_weights)} value(s) for "
+                          f"{len(script_args.reward_funcs)} reward_funcs {script_args.reward_funcs}")
+
+
+def build_trainer(
+    model_args: ModelArgs,
+    data_args: DataArgs,
+    script_args: GRPOScriptArgs,
+    training_args: GRPOConfig,
+    *,
+    callbacks: list | None = None,
+) -> EmoCaliberGRPOTrainer:
+    """Check config and data, load the model, wire the rewards and return a ready trainer (nothing trained)."""
+    check_args(model_args, data_args, script_args, training_args)
+    source = check_model_source(model_args.model_name_or_path)
+    if Path(source).is_dir():  # absolute, so vLLM, the reference model and lineage resolve from anywhere
+        model_args.model_name_or_path = source = str(Path(source).resolve())
+    train_ds, eval_ds = build_datasets(data_args, completion=False)
+    if eval_ds is None and training_args.eval_strategy != "no":
+        raise ConfigError(f"eval_strategy={training_args.eval_strategy!r} needs eval_file")
+    funcs, weights = reward_wiring(script_args.reward_funcs, training_args.reward_weights,
+                                   split_components=script_args.split_reward_components)
+    training_args.reward_weights = weights
+    logger.info("rewards passed to GRPOTrainer: %s", ", ".join(f"{w:g} x {f.__name__}" for f, w in zip(funcs, weights)))
+
+    model, processor = load_model_and_processor(
+        source, dtype=model_args.dtype, attn_implementation=model_args.attn_implementation,
+        quantization=model_args.quantization, trust_remote_code=training_args.trust_remote_code,
+        min_pixels=model_args.min_pixels, max_pixels=model_args.max_pixels)
+    if model_args.quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=training_args.gradient_checkpointing,
+            gradient_checkpointing_kwargs=training_args.gradient_checkpointing_kwargs)
+    if not model_args.use_lora and (model_args.freeze_vision_tower or model_args.freeze_merger):
+        logger.info("frozen parameter tensors: %s",
+                    freeze_vision(model, tower=model_args.freeze_vision_tower, merger=model_args.freeze_merger))
+    peft_config = lora_config(model_args.lora_kwargs(), vision=model_args.lora_vision) if model_args.use_lora else None
+
+    info = training_info(stage="stage3", model_args=model_args, data_args=data_args, training_args=training_args,
+                         n_train=len(train_ds), n_eval=len(eval_ds) if eval_ds is not None else None)
+    info["rewards"] = {"reward_funcs": list(script_args.reward_funcs),
+                       "trl_reward_funcs": [f.__name__ for f in funcs], "trl_reward_weights": weights}
+    trainer = EmoCaliberGRPOTrainer(
+        model=model, reward_funcs=funcs, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
+        processing_class=processor, peft_config=peft_config,
+        callbacks=[SelfContainedCheckpointCallback(info), *(callbacks or [])],
+        rollout_window=script_args.rollout_window, rollout_ece_bins=script_args.rollout_ece_bins)
+    info["distributed"] = distributed_info(trainer.accelerator)  # the callback holds the same dict
+    trainer.emocaliber_info = info
+    return trainer
+
+
+def run_grpo(
+    model_args: ModelArgs,
+    data_args: DataArgs,
+    script_args: GRPOScriptArgs,
+    training_args: GRPOConfig,
+    *,
+    callbacks: list | None = None,
+) -> Path:
+    """Train stage 3 and save a self-contained checkpoint in ``output_dir``; return that directory."""
+    from transformers import set_seed
+
+    setup_logging(training_args)
+    set_seed(training_args.seed)
+    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    trainer = build_trainer(model_args, data_args, script_args, training_args, callbacks=callbacks)
+    logger.info("*** stage3: GRPO on %d prompts ***", len(trainer.train_dataset))
+    result = trainer.train(resume_from_checkpoint=resume)
+    metrics = dict(result.metrics, train_samples=len(trainer.train_dataset))
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+
+    out = Path(training_args.output_dir)
+    trainer.save_model(str(out))  # on every rank: ZeRO-3 gathers the shards
+    if trainer.accelerator.is_main_process:
+        finalize_checkpoint(out, info=trainer.emocaliber_info, processor=trainer.processing_class)
+    trainer.accelerator.wait_for_everyone()
+    logger.info("model saved to %s", out)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=data_args.train_file)
+    if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the process group
+        trainer.end()
+    return out
