@@ -265,7 +265,8 @@ _SHAPE_NOUNS = {
     "eyes": ("eyes", "stare"), "blobs": ("blobs", "lumps"),
 }
 # Colour first: it is the strongest cue, and once named it determines the rest of the text.
-_ELEMENT_PURE = ("a {colour} field with {shape}", "{colour} ground under {shape}", "flat {colour} behind {shape}")
+_ELEMENT_PURE = ("a {colour} field with {shape}", "{colour} ground under {shape}",
+                 "flat {colour} behind {shape}")
 _ELEMENT_MIX = ("{colour} tinted {colour2}: {shape}, faint {shape2}",
                 "{colour} and {colour2}: {shape}, faint {shape2}",
                 "{colour} with some {colour2}, {shape} and faint {shape2}")

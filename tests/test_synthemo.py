@@ -1,4 +1,4 @@
-"""SynthEmo: determinism, label statistics, oracle calibration, OOD style shift, teacher hygiene and the CLI."""
+"""SynthEmo: determinism, label statistics, oracle calibration, OOD style shift, teacher hygiene, the CLI."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def test_every_record_validates_and_its_image_loads(world):
     for r in by_task["SynthEmo-2"]:
         assert MIKELS_TO_POLARITY[eight[r.image].ground_truth] == r.ground_truth
         assert r.meta["mix"] == eight[r.image].meta["mix"]
-    for r1, r in zip(stage1, train):
+    for r1, r in zip(stage1, train, strict=True):
         assert r1.reasoning is not None and set(r1.reasoning) == set(REASONING_PARTS)
         assert r1.ground_truth == r.ground_truth  # the drawn label by default (see the module docstring)
 
@@ -240,7 +240,8 @@ def test_analysis_wording_follows_the_mixture_weight():
     by_degree: dict[str, set[str]] = {}
     for w in (1.0, 0.9, 0.7, 0.58):
         mix = {"primary": "sadness", "secondary": None if w == 1.0 else "amusement", "w": w, "style": "base"}
-        by_degree[synthemo.mix_degree(w)] = {synthemo.teacher_reasoning(mix, rng)["analysis"] for _ in range(40)}
+        texts = {synthemo.teacher_reasoning(mix, rng)["analysis"] for _ in range(40)}
+        by_degree[synthemo.mix_degree(w)] = texts
     assert len(by_degree) == 4
     for d1, texts1 in by_degree.items():
         for d2, texts2 in by_degree.items():
@@ -255,7 +256,8 @@ def test_tokenizer_corpus_covers_the_vocabulary():
 
 
 def test_cli_help_explains_every_option():
-    out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True,
+                         check=True).stdout
     parser = _load_cli().build_parser()
     for action in parser._actions:
         for opt in action.option_strings:
@@ -265,8 +267,9 @@ def test_cli_help_explains_every_option():
 
 
 def test_cli_builds_a_world_and_prints_oracle_metrics(tmp_path):
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), "--n-train", "12", "--n-test", "6",
-                           "--seed", "1", "--tasks", "SynthEmo-8", "SynthEmo-OOD-8", "--image-size", "84"],
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), "--n-train", "12",
+                           "--n-test", "6", "--seed", "1", "--tasks", "SynthEmo-8", "SynthEmo-OOD-8",
+                           "--image-size", "84"],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"test/SynthEmo-8: n=6 oracle accuracy=\d\.\d{4} oracle ECE=\d\.\d{4}", proc.stdout)
