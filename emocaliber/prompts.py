@@ -46,12 +46,8 @@ def record_prompt(record: Record, *, with_confidence: bool) -> str:
 
 
 def format_confidence(confidence: float) -> str:
-    """Two decimals, the granularity of the stage-2 targets, kept inside [0.01, 0.99].
-
-    Rounding alone would turn 0.996 into "1.00", which the release's 0 < c < 1 format gate rejects and which
-    teaches a model to claim certainty.
-    """
-    return f"{min(max(confidence, 0.01), 0.99):.2f}"
+    """Two decimals, the granularity of the stage-2 targets."""
+    return f"{confidence:.2f}"
 
 
 def format_reasoning(reasoning: Mapping[str, str]) -> str:
@@ -74,7 +70,10 @@ def record_target(record: Record, *, with_confidence: bool) -> str:
     """SFT target for a record: its reasoning, its ground truth and (if asked) its confidence target."""
     if with_confidence and record.confidence is None:
         raise ValueError(f"record {record.id!r} has no confidence target; build them with build_confidence_targets")
-    return format_target(record.reasoning, record.ground_truth, record.confidence if with_confidence else None)
+    # Kept inside [0.01, 0.99]: rounding alone would write 0.996 as "1.00", which the release's 0 < c < 1 format
+    # gate rejects and which teaches a model to claim certainty.
+    confidence = min(max(record.confidence, 0.01), 0.99) if with_confidence else None
+    return format_target(record.reasoning, record.ground_truth, confidence)
 
 
 def build_messages(

@@ -99,8 +99,10 @@ def test_teacher_structure_names_the_five_parts_in_order():
 
 
 @pytest.mark.parametrize("c, text", [(0.996, "0.99"), (0.004, "0.01"), (0.5, "0.50")])
-def test_format_confidence_never_writes_certainty(c, text):
-    assert P.format_confidence(c) == text
+def test_sft_target_never_states_certainty(c, text):
+    record = Record(id="r", task="FI-2", image="a.png", candidates=["positive", "negative"], ground_truth="positive",
+                    split="train", source="FI", confidence=c)
+    assert P.record_target(record, with_confidence=True) == f"<answer>positive</answer><confidence>{text}</confidence>"
 
 
 def test_unhashable_task_name_is_a_key_error():
