@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from emocaliber.demo import __doc__ as DEMO_DESCRIPTION
+from emocaliber.demo import add_demo_arguments, run_demo
 from emocaliber.evaluation import EVAL_DESCRIPTION, EVAL_EPILOG, OneLineErrorParser, add_eval_arguments
 
 
@@ -115,6 +117,8 @@ COMMANDS: list[Command] = [
             add_predict_arguments, run_predict),
     Command("eval", "evaluate a checkpoint on VECBench or a records file", EVAL_DESCRIPTION, EVAL_EPILOG,
             add_eval_arguments, run_eval),
+    Command("demo", "run the three-stage pipeline on SynthEmo with a tiny model (CPU)", DEMO_DESCRIPTION,
+            "example: emocaliber demo --out runs/demo", add_demo_arguments, run_demo),
 ]
 
 

@@ -1,0 +1,212 @@
+"""The project's main job on its embedded default: the three-stage EmoCaliber pipeline on SynthEmo, on a CPU.
+
+make_synthemo -> build_cot (rule-based teacher) -> tiny Qwen2.5-VL -> stage-1 SFT -> confidence targets ->
+stage-2 SFT -> stage-3 GRPO -> evaluation of every stage -> one report next to the oracle that knows each
+image's best possible confidence.
+
+Every step runs the same script a GPU user runs (``data_prep/``, ``recipes/``, ``eval/``), in this process with
+its own command line, only with the tiny configs. A step whose command line is unchanged since it last finished is
+reused, so a re-run after an interruption continues where it stopped (``--force`` redoes everything).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import runpy
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("base", "stage1", "stage2", "stage3")
+#: SynthEmo responses are about 90 tokens with the tiny tokenizer; an untrained model never stops by itself.
+MAX_NEW_TOKENS = 160
+
+
+class DemoError(RuntimeError):
+    """A step of the demo failed; the message names the step and the command to rerun it alone."""
+
+
+@dataclass
+class DemoSettings:
+    """Sizes and budgets. The defaults are the documented demo; ``quick()`` is the reduced test-suite run."""
+
+    out: str = "runs/demo"
+    seed: int = 0
+    n_train: int = 1500
+    n_test: int = 300
+    samples: int = 8
+    stage1_epochs: float = 2.0
+    stage2_epochs: float = 6.0
+    stage3_steps: int = 150
+    eval_temperature: float = 0.0
+    n_bootstrap: int = 200
+    force: bool = False
+
+    @classmethod
+    def quick(cls, out: str, seed: int = 0) -> DemoSettings:
+        return cls(out=out, seed=seed, n_train=400, n_test=40, samples=4, stage1_epochs=2.0, stage2_epochs=1.0,
+                   stage3_steps=6, n_bootstrap=20)
+
+
+@contextlib.contextmanager
+def _argv(argv: list[str]) -> Iterator[None]:
+    saved = sys.argv
+    sys.argv = argv
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def run_script(script: str, args: Sequence[str]) -> None:
+    """Run a repository script as ``python script args`` would, in this process (imports stay warm)."""
+    path = REPO / script
+    argv = [str(path), *map(str, args)]
+    try:
+        with _argv(argv):
+            runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise DemoError(f"{script} exited with {e.code}; rerun it alone with: python {' '.join(argv[0:1])} "
+                            f"{' '.join(argv[1:])}") from None
+
+
+class Pipeline:
+    """Ordered steps with a done-marker each, holding the step's command line."""
+
+    def __init__(self, settings: DemoSettings, log: Callable[[str], None] = print):
+        self.s = settings
+        self.out = Path(settings.out)
+        self.log = log
+        self.start = time.perf_counter()
+        self.markers = self.out / ".done"
+
+    def elapsed(self) -> str:
+        m, s = divmod(int(time.perf_counter() - self.start), 60)
+        return f"{m:d}m{s:02d}s"
+
+    def step(self, index: int, total: int, name: str, key: list[str], run: Callable[[], None], *,
+             force: bool) -> bool:
+        """Run one step unless it finished before with the same command line; returns whether it ran."""
+        marker = self.markers / f"{name}.json"
+        if not force and marker.is_file() and json.loads(marker.read_text()) == key:
+            self.log(f"[{index}/{total}] {name}: done before, reused ({self.elapsed()})")
+            return False
+        marker.unlink(missing_ok=True)
+        self.log(f"[{index}/{total}] {name} ... ({self.elapsed()})")
+        t0 = time.perf_counter()
+        run()
+        self.markers.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(key))
+        self.log(f"[{index}/{total}] {name}: finished in {time.perf_counter() - t0:.0f}s ({self.elapsed()})")
+        return True
+
+    # -------------------------------------------------------------------------------------------- the steps
+    def plan(self) -> list[tuple[str, list[str], Callable[[], None]]]:
+        s, o = self.s, self.out
+        data, cot = o / "data", o / "cot"
+        seed = str(s.seed)
+
+        def script(path: str, args: list[str]) -> tuple[list[str], Callable[[], None]]:
+            return [path, *args], lambda: run_script(path, args)
+
+        steps: list[tuple[str, list[str], Callable[[], None]]] = []
+        steps.append(("synthemo", *script("data_prep/make_synthemo.py", [
+            "--out", str(data), "--n-train", str(s.n_train), "--n-test", str(s.n_test), "--seed", seed,
+            "--no-progress"])))
+        steps.append(("cot", *script("data_prep/build_cot.py", [
+            "--records", str(data / "train.jsonl"), "--image-root", str(data), "--out", str(cot),
+            "--teacher", "synthemo", "--seed", seed])))
+        steps.append(("base", ["build_tiny_model", str(o / "base"), seed],
+                      lambda: _build_base(o / "base", s.seed)))
+        steps.append(("stage1", *script("recipes/stage1_sft.py", [
+            "--config", str(REPO / "recipes/tiny/stage1.yaml"), "--model_name_or_path", str(o / "base"),
+            "--train_file", str(cot / "stage1.jsonl"), "--image_root", str(data), "--output_dir", str(o / "stage1"),
+            "--num_train_epochs", str(s.stage1_epochs), "--seed", seed])))
+        steps.append(("targets", *script("data_prep/build_confidence_targets.py", [
+            "--model", str(o / "stage1"), "--data", str(cot / "stage2_pool.jsonl"), "--image-root", str(data),
+            "--samples", str(s.samples), "--out", str(o / "targets" / "stage2.jsonl"), "--seed", seed,
+            "--max-new-tokens", str(MAX_NEW_TOKENS), "--batch-size", "16"])))
+        steps.append(("stage2", *script("recipes/stage2_sft.py", [
+            "--config", str(REPO / "recipes/tiny/stage2.yaml"), "--model_name_or_path", str(o / "stage1"),
+            "--train_file", str(o / "targets" / "stage2.jsonl"), "--image_root", str(data),
+            "--output_dir", str(o / "stage2"), "--num_train_epochs", str(s.stage2_epochs), "--seed", seed])))
+        steps.append(("stage3", *script("recipes/stage3_grpo.py", [
+            "--config", str(REPO / "recipes/tiny/stage3.yaml"), "--model_name_or_path", str(o / "stage2"),
+            "--train_file", str(cot / "stage3.jsonl"), "--image_root", str(data), "--output_dir", str(o / "stage3"),
+            "--max_steps", str(s.stage3_steps), "--seed", seed])))
+        for stage in STAGES:
+            args = ["--model", str(o / stage), "--data", str(data / "test.jsonl"), "--image-root", str(data),
+                    "--out", str(o / "eval" / stage), "--backend", "transformers", "--temperature",
+                    str(s.eval_temperature), "--max-new-tokens", str(MAX_NEW_TOKENS), "--batch-size", "32", "--chunk-size", "64",
+                    "--seed", seed, "--n-bootstrap", str(s.n_bootstrap), "--no-progress"]
+            if stage in ("base", "stage1"):
+                args.append("--no-confidence")
+            steps.append((f"eval-{stage}", *script("eval/run_vecbench.py", args)))
+        return steps
+
+    def run(self) -> dict[str, Any]:
+        steps = self.plan()
+        ran = self.s.force
+        for i, (name, key, fn) in enumerate(steps, 1):
+            # Once a step has run anew, everything after it may see different inputs: redo it too.
+            ran = self.step(i, len(steps) + 1, name, key, fn, force=ran) or ran
+        self.log(f"[{len(steps) + 1}/{len(steps) + 1}] report ({self.elapsed()})")
+        from emocaliber.demo_report import write_demo_report
+
+        table = write_demo_report(self.out, settings=asdict(self.s), elapsed=self.elapsed())
+        return table
+
+
+def _build_base(out: Path, seed: int) -> None:
+    from emocaliber.modeling import build_tiny_model
+
+    build_tiny_model(out, seed=seed)
+
+
+def add_demo_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    d = DemoSettings()
+    p.add_argument("--out", default=d.out, help="run directory (default %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of every step (default %(default)s)")
+    p.add_argument("--n-train", type=int, default=d.n_train, help="SynthEmo training images (default %(default)s)")
+    p.add_argument("--n-test", type=int, default=d.n_test, help="SynthEmo test images per task (default %(default)s)")
+    p.add_argument("--samples", type=int, default=d.samples,
+                   help="stage-1 samples per image for the confidence targets (default %(default)s)")
+    p.add_argument("--stage3-steps", type=int, default=d.stage3_steps, help="GRPO steps (default %(default)s)")
+    p.add_argument("--eval-temperature", type=float, default=d.eval_temperature,
+                   help="decoding temperature of the evaluation, 0 = greedy (default %(default)s; the paper: 0.7)")
+    p.add_argument("--quick", action="store_true", help="the reduced size the test suite runs (a few minutes)")
+    p.add_argument("--force", action="store_true", help="redo every step even if it finished before")
+    return p
+
+
+def run_demo(args: argparse.Namespace, prog: str = "emocaliber demo") -> int:
+    if args.quick:
+        settings = DemoSettings.quick(args.out, args.seed)
+    else:
+        settings = DemoSettings(out=args.out, seed=args.seed, n_train=args.n_train, n_test=args.n_test,
+                                samples=args.samples, stage3_steps=args.stage3_steps,
+                                eval_temperature=args.eval_temperature)
+    settings.force = args.force
+    try:
+        Pipeline(settings).run()
+    except DemoError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m emocaliber.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    return run_demo(add_demo_arguments(parser).parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

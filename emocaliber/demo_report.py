@@ -1,0 +1,129 @@
+"""The demo's stage table: one row per checkpoint (base, stage 1-3) plus the oracle, per SynthEmo group.
+
+It reads what ``eval/run_vecbench.py`` wrote for each stage (metrics.json, predictions.jsonl) and lays the numbers
+out the way the paper's stage table does, next to the oracle that answers each image's most likely label with its
+true probability of being right: the best calibration and failure prediction any model could reach.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from emocaliber.parsing import parse_response
+from emocaliber.records import REASONING_PARTS, iter_jsonl
+from emocaliber.report import load_rows, parse_rows, plot_reliability
+from emocaliber.tasks import get_task
+
+STAGES = ("base", "stage1", "stage2", "stage3")
+KEYS = ("accuracy", "ece", "brier", "auroc", "parse_rate")
+PARSE_MODE = "strict"
+
+
+def _num(x: Any) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def _parse_rates(predictions: Path, with_confidence: bool) -> dict[str, float]:
+    """Per group: responses with all five reasoning parts and a label (and a confidence when one was asked)."""
+    ok: dict[str, list[int]] = {}
+    for _, row in iter_jsonl(predictions):
+        record = row["record"]
+        group = get_task(record["task"]).group
+        valid = False
+        if row.get("response") is not None:
+            p = parse_response(row["response"], record["candidates"], mode=PARSE_MODE)
+            valid = (p.label is not None and all(k in p.reasoning for k in REASONING_PARTS)
+                     and (p.confidence is not None or not with_confidence))
+        ok.setdefault(group, []).append(int(valid))
+    return {g: sum(v) / len(v) for g, v in ok.items()}
+
+
+def stage_rows(run_dir: Path) -> dict[str, dict[str, dict[str, float | None]]]:
+    """``{stage: {group: {accuracy, ece, brier, auroc, parse_rate}}}`` for the four stages and the oracle."""
+    table: dict[str, dict[str, dict[str, float | None]]] = {}
+    oracle = None
+    for stage in STAGES:
+        ev = run_dir / "eval" / stage
+        metrics = json.loads((ev / "metrics.json").read_text())["modes"][PARSE_MODE]
+        with_conf = stage not in ("base", "stage1")
+        rates = _parse_rates(ev / "predictions.jsonl", with_conf)
+        table[stage] = {}
+        for group, block in metrics["groups"].items():
+            m = block["paper"]["metrics"]
+            table[stage][group] = {
+                "accuracy": _num(m["accuracy"]), "ece": _num(m["ece_10"]) if with_conf else None,
+                "brier": _num(m["brier"]) if with_conf else None, "auroc": _num(m["auroc"]) if with_conf else None,
+                "parse_rate": rates.get(group, 0.0),
+            }
+        oracle = oracle or metrics.get("oracle")
+    if oracle is not None:
+        table["oracle"] = {
+            g: {"accuracy": _num(b["paper"]["metrics"]["accuracy"]), "ece": _num(b["paper"]["metrics"]["ece_10"]),
+                "brier": _num(b["paper"]["metrics"]["brier"]), "auroc": _num(b["paper"]["metrics"]["auroc"]),
+                "parse_rate": 1.0}
+            for g, b in oracle["groups"].items()
+        }
+    return table
+
+
+def _curves(run_dir: Path) -> dict[str, dict[str, tuple[list, list]]]:
+    """Per group: (confidences, correct) of stage 2, stage 3 and the oracle, for the reliability diagrams."""
+    out: dict[str, dict[str, tuple[list, list]]] = {}
+    for stage in ("stage2", "stage3"):
+        rows, _, _ = load_rows(run_dir / "eval" / stage / "predictions.jsonl")
+        parsed = parse_rows(rows, PARSE_MODE)
+        for task, pred, truth, conf in zip(parsed.tasks, parsed.predictions, parsed.truths, parsed.confidences):
+            c, y = out.setdefault(get_task(task).group, {}).setdefault(stage, ([], []))
+            c.append(conf)
+            y.append(int(pred == truth))
+        if stage == "stage3":
+            for task, truth, label, conf in parsed.oracle.values():
+                c, y = out.setdefault(get_task(task).group, {}).setdefault("oracle", ([], []))
+                c.append(conf)
+                y.append(int(label == truth))
+    return out
+
+
+def _fmt(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def markdown_table(table: dict[str, dict[str, dict[str, float | None]]]) -> str:
+    groups = [g for g in table["stage3"]]
+    head = "| model | " + " | ".join(f"{g} {k}" for g in groups for k in ("Acc", "ECE", "Brier", "AUROC", "Parse"))
+    lines = [head + " |", "|---" * (1 + 5 * len(groups)) + "|"]
+    for stage, per_group in table.items():
+        cells = [_fmt(per_group.get(g, {}).get(k)) for g in groups for k in KEYS]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_demo_report(run_dir: str | Path, *, settings: dict[str, Any], elapsed: str) -> dict[str, Any]:
+    """Write stages.json, report.md and the reliability diagrams under ``run_dir``; print and return the table."""
+    run_dir = Path(run_dir)
+    table = stage_rows(run_dir)
+    (run_dir / "stages.json").write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    plots = []
+    for group, curves in _curves(run_dir).items():
+        name = "reliability_" + group.lower().replace(" ", "_") + ".png"
+        plot_reliability({k: curves[k] for k in ("stage2", "stage3", "oracle") if k in curves}, run_dir / name,
+                         title=f"{group}: stage 2 vs stage 3 vs oracle")
+        plots.append(name)
+    artefacts = ["data/ (SynthEmo records and images)", "cot/ (stage-1/2/3 pools)",
+                 "base/ stage1/ stage2/ stage3/ (checkpoints)", "targets/stage2.jsonl (confidence targets)",
+                 "eval/<stage>/ (predictions, metrics, per-stage report and plots)", "stages.json", *plots]
+    intro = ("Per group: accuracy (Acc), ECE (10 canonical bins), Brier, failure-prediction AUROC and parse rate, "
+             "x100. Base and stage 1 are asked without the confidence instruction (as in the paper's table, they "
+             "state no confidence). The oracle answers each image's most likely label with its true probability "
+             "of being right.")
+    md = ["# EmoCaliber demo on SynthEmo", "", intro, "", markdown_table(table), "",
+          f"Wall time: {elapsed}. Settings: `{json.dumps(settings)}`", "",
+          "## Artefacts", "", *[f"- `{a}`" for a in artefacts], "", *[f"![{p}]({p})" for p in plots]]
+    (run_dir / "report.md").write_text("\n".join(md) + "\n")
+    print("\n" + markdown_table(table) + "\n")
+    print(f"report: {run_dir / 'report.md'}; table: {run_dir / 'stages.json'}; plots: "
+          + ", ".join(str(run_dir / p) for p in plots))
+    return table
