@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import runpy
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -50,7 +51,7 @@ class DemoSettings:
 
     @classmethod
     def quick(cls, out: str, seed: int = 0) -> DemoSettings:
-        return cls(out=out, seed=seed, n_train=400, n_test=40, samples=4, stage1_epochs=2.0, stage2_epochs=1.0,
+        return cls(out=out, seed=seed, n_train=400, n_test=40, samples=4, stage1_epochs=4.0, stage2_epochs=4.0,
                    stage3_steps=6, n_bootstrap=20)
 
 
@@ -99,6 +100,9 @@ class Pipeline:
             self.log(f"[{index}/{total}] {name}: done before, reused ({self.elapsed()})")
             return False
         marker.unlink(missing_ok=True)
+        # A step that runs anew starts from nothing: a trainer would otherwise resume from its old checkpoints
+        # and the evaluation would find its old predictions "finished".
+        shutil.rmtree(self.output(name), ignore_errors=True)
         self.log(f"[{index}/{total}] {name} ... ({self.elapsed()})")
         t0 = time.perf_counter()
         run()
@@ -107,10 +111,14 @@ class Pipeline:
         self.log(f"[{index}/{total}] {name}: finished in {time.perf_counter() - t0:.0f}s ({self.elapsed()})")
         return True
 
+    def output(self, name: str) -> Path:
+        """The directory a step writes, named after the step (``eval-stage2`` -> ``eval/stage2``)."""
+        return self.out / {"synthemo": "data"}.get(name, name.replace("eval-", "eval/"))
+
     # -------------------------------------------------------------------------------------------- the steps
     def plan(self) -> list[tuple[str, list[str], Callable[[], None]]]:
         s, o = self.s, self.out
-        data, cot = o / "data", o / "cot"
+        data, cot = self.output("synthemo"), self.output("cot")
         seed = str(s.seed)
 
         def script(path: str, args: list[str]) -> tuple[list[str], Callable[[], None]]:
