@@ -54,12 +54,14 @@ def test_help_explains_with_examples(argv, expected, capsys):
 
 
 def test_commands_are_a_registry_a_new_one_can_join():
-    assert [c.name for c in COMMANDS] == ["predict", "eval"]
-    demo = type(COMMANDS[0])("demo", "run the demo", "d", "", lambda p: p.add_argument("--out"),
-                             lambda args, prog: 7)
-    parser = build_parser([*COMMANDS, demo])
-    args = parser.parse_args(["demo", "--out", "x"])
-    assert args._run(args, "emocaliber demo") == 7 and args.out == "x"
+    assert [c.name for c in COMMANDS] == ["predict", "eval", "demo"]
+    extra = type(COMMANDS[0])("extra", "run something", "d", "", lambda p: p.add_argument("--out"),
+                              lambda args, prog: 7)
+    parser = build_parser([*COMMANDS, extra])
+    args = parser.parse_args(["extra", "--out", "x"])
+    assert args._run(args, "emocaliber extra") == 7 and args.out == "x"
+    args = parser.parse_args(["demo", "--quick", "--out", "y"])
+    assert args.quick and args.out == "y"
 
 
 def test_predict_prints_json_with_the_parsed_answer(tiny_model_dir, image, capsys):
