@@ -42,7 +42,6 @@ class DemoSettings:
     n_train: int = 1500
     n_test: int = 300
     samples: int = 8
-    target_temperature: float = 0.7
     stage1_epochs: float = 2.0
     stage2_epochs: float = 6.0
     stage3_steps: int = 150
@@ -141,8 +140,7 @@ class Pipeline:
         steps.append(("targets", *script("data_prep/build_confidence_targets.py", [
             "--model", str(o / "stage1"), "--data", str(cot / "stage2_pool.jsonl"), "--image-root", str(data),
             "--samples", str(s.samples), "--out", str(o / "targets" / "stage2.jsonl"), "--seed", seed,
-            "--max-new-tokens", str(MAX_NEW_TOKENS), "--batch-size", "16",
-            "--temperature", str(s.target_temperature)])))
+            "--max-new-tokens", str(MAX_NEW_TOKENS), "--batch-size", "16"])))
         steps.append(("stage2", *script("recipes/stage2_sft.py", [
             "--config", str(REPO / "recipes/tiny/stage2.yaml"), "--model_name_or_path", str(o / "stage1"),
             "--train_file", str(o / "targets" / "stage2.jsonl"), "--image_root", str(data),
