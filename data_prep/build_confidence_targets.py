@@ -32,10 +32,12 @@ from emocaliber.corpora import (
     BackendResponder,
     CorpusError,
     build_confidence_targets,
+    read_input_records,
+    sampling_from_args,
 )
-from emocaliber.generation import SamplingSettings, add_backend_arguments, backend_from_args
+from emocaliber.generation import add_backend_arguments, backend_from_args
 from emocaliber.modeling import ModelNotFoundError
-from emocaliber.records import RecordError, read_records
+from emocaliber.records import RecordError
 
 
 def _pair(text: str) -> tuple[float, float]:
@@ -74,12 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        errors: list[str] | None = None if args.strict else []
-        records = read_records(args.data, errors=errors)
-        for message in errors or []:
-            print(f"skipped: {message}", file=sys.stderr)
-        settings = SamplingSettings(n=args.samples, temperature=args.temperature, top_p=args.top_p,
-                                    max_new_tokens=args.max_new_tokens, seed=args.seed)
+        records, n_skipped = read_input_records(args.data, strict=args.strict)
+        settings = sampling_from_args(args)
         backend = backend_from_args(args.model, args, progress=False)
         responder = BackendResponder(backend, args.image_root, settings)
         config = {"model": args.model, "samples": args.samples, "temperature": args.temperature,
@@ -88,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = build_confidence_targets(
             records, responder, args.out, definition=args.target, mismatch=args.mismatch, prior=args.prior,
             clip=args.clip, seed=args.seed, chunk_size=args.chunk_size, samples_path=args.samples_file,
-            config=config, overwrite=args.overwrite, skipped_lines=len(errors or []))
+            config=config, overwrite=args.overwrite, skipped_lines=n_skipped)
     except (CorpusError, RecordError, ModelNotFoundError, FileNotFoundError, ValueError) as e:
         print(f"build_confidence_targets: error: {e}", file=sys.stderr)
         return 1

@@ -24,10 +24,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from emocaliber.corpora import BackendResponder, CorpusError, SynthEmoTeacher, build_cot
-from emocaliber.generation import SamplingSettings, add_backend_arguments, backend_from_args
+from emocaliber.corpora import (
+    BackendResponder,
+    CorpusError,
+    SynthEmoTeacher,
+    build_cot,
+    read_input_records,
+    sampling_from_args,
+)
+from emocaliber.generation import add_backend_arguments, backend_from_args
 from emocaliber.modeling import ModelNotFoundError
-from emocaliber.records import RecordError, read_records
+from emocaliber.records import RecordError
 
 
 def _fractions(text: str) -> tuple[float, ...]:
@@ -63,12 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        errors: list[str] | None = None if args.strict else []
-        records = read_records(args.records, errors=errors)
-        for message in errors or []:
-            print(f"skipped: {message}", file=sys.stderr)
-        settings = SamplingSettings(n=args.samples, temperature=args.temperature, top_p=args.top_p,
-                                    max_new_tokens=args.max_new_tokens, seed=args.seed)
+        records, n_skipped = read_input_records(args.records, strict=args.strict)
+        settings = sampling_from_args(args)
         if args.teacher == "synthemo":
             responder = SynthEmoTeacher(samples=args.samples, show_gold=args.show_gold)
         else:
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                   "temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens}
         summary = build_cot(records, responder, args.out, pools=args.pools, seed=args.seed,
                             chunk_size=args.chunk_size, config=config, overwrite=args.overwrite,
-                            skipped_lines=len(errors or []))
+                            skipped_lines=n_skipped)
     except (CorpusError, RecordError, ModelNotFoundError, FileNotFoundError, ValueError) as e:
         print(f"build_cot: error: {e}", file=sys.stderr)
         return 1

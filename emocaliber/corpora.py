@@ -135,6 +135,28 @@ class SynthEmoTeacher:
         return rows
 
 
+def read_input_records(path: str, *, strict: bool) -> tuple[list[Record], int]:
+    """The input records of a corpus builder: with ``strict`` the first bad line raises; otherwise each bad line
+    is reported on stderr as ``skipped: <file>:<line>: <why>`` and counted, and the rest is kept."""
+    import sys
+
+    from emocaliber.records import read_records
+
+    errors: list[str] | None = None if strict else []
+    records = read_records(path, errors=errors)
+    for message in errors or []:
+        print(f"skipped: {message}", file=sys.stderr)
+    return records, len(errors or [])
+
+
+def sampling_from_args(args: Any):
+    """``SamplingSettings`` from the builders' shared --samples/--temperature/--top-p/--max-new-tokens/--seed."""
+    from emocaliber.generation import SamplingSettings
+
+    return SamplingSettings(n=args.samples, temperature=args.temperature, top_p=args.top_p,
+                            max_new_tokens=args.max_new_tokens, seed=args.seed)
+
+
 def _row(record_id: str, responses: list[str] | None, error: str | None = None,
          kind: str = "image_error") -> dict[str, Any]:
     """One samples-file row; ``error_kind`` says why a record has no responses (counted as a drop reason)."""

@@ -250,3 +250,20 @@ def test_interrupted_confidence_build_resumes_to_the_same_bytes(tiny_model_dir, 
     with pytest.raises(CorpusError, match="other settings"):
         build_confidence_targets(records, responder, tmp_path / "cut" / "stage2.jsonl",
                                  **{**kwargs, "seed": 12})
+
+
+def test_builders_skip_and_count_a_bad_input_line_unless_strict(tmp_path, capsys):
+    from emocaliber.corpora import read_input_records
+    from emocaliber.records import Record, RecordError, write_jsonl
+
+    good = Record(id="FI-2/a.jpg", task="FI-2", image="a.jpg", candidates=["positive", "negative"],
+                  ground_truth="positive", split="train", source="FI")
+    path = tmp_path / "in.jsonl"
+    write_jsonl(path, [good])
+    with path.open("a") as fh:
+        fh.write("{bad\n")
+    records, skipped = read_input_records(str(path), strict=False)
+    assert [r.id for r in records] == ["FI-2/a.jpg"] and skipped == 1
+    assert f"skipped: {path}:2:" in capsys.readouterr().err
+    with pytest.raises(RecordError, match=":2: not valid JSON"):
+        read_input_records(str(path), strict=True)
