@@ -47,6 +47,25 @@ def _task(text: str) -> str:
     return name
 
 
+def _confusions(text: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        a, sep, b = item.partition(":")
+        if not sep or a not in synthemo.EMOTIONS or b not in synthemo.EMOTIONS:
+            raise argparse.ArgumentTypeError(
+                f"{item!r} is not EMOTION:PARTNER with both from {', '.join(synthemo.EMOTIONS)}")
+        pairs.append((a, b))
+    return tuple(pairs)
+
+
+def _w_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX such as 0.55,0.7, got {text!r}") from None
+    return lo, hi
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = synthemo.WorldConfig()
     p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="smallest weight of the heavier prototype in a mixture, >= 0.5 (default %(default)s)")
     p.add_argument("--w-max", type=float, default=d.w_max,
                    help="largest weight of the heavier prototype in a mixture, < 1 (default %(default)s)")
+    p.add_argument("--confusions", type=_confusions, default=d.confusions, metavar="E:P,...",
+                   help="confusable classes: every image of emotion E is a blend with partner P, for example "
+                        "awe:fear,fear:awe (default: none)")
+    p.add_argument("--confusion-w", type=_w_range, default=(d.confusion_w_min, d.confusion_w_max),
+                   metavar="MIN,MAX", help="weight range of E in those blends (default %(default)s)")
     p.add_argument("--stage1-label", choices=("drawn", "oracle"), default=d.stage1_label,
                    help="ground truth of stage1.jsonl: the drawn label (keeps the ambiguity that a sampled "
                         "stage-1 model must reproduce) or the oracle label (default %(default)s)")
@@ -97,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         n_train=args.n_train, n_test=args.n_test, n_ood=args.n_ood, seed=args.seed,
         tasks=tuple(dict.fromkeys(args.tasks)), image_size=args.image_size, mix_fraction=args.mix_fraction,
         label_noise=args.label_noise, w_min=args.w_min, w_max=args.w_max, stage1_label=args.stage1_label,
+        confusions=args.confusions, confusion_w_min=args.confusion_w[0], confusion_w_max=args.confusion_w[1],
     )
     try:
         cfg.validate()

@@ -93,10 +93,17 @@ def prototype_rgb(emotion: str) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- parameters
 
 def sample_mix(rng: np.random.Generator, *, mix_fraction: float, w_range: tuple[float, float],
-               style: str = BASE) -> dict[str, Any]:
-    """One image's generating parameters (``meta.mix``); ``w`` is rounded so files show it exactly."""
+               style: str = BASE, confusions: dict[str, str] | None = None,
+               confusion_w_range: tuple[float, float] = (0.55, 0.7)) -> dict[str, Any]:
+    """One image's generating parameters (``meta.mix``); ``w`` is rounded so files show it exactly.
+
+    An emotion listed in ``confusions`` is always drawn blended with its partner, ``w`` in
+    ``confusion_w_range``: its images are ambiguous as a class (see ``WorldConfig.confusions``).
+    """
     primary = str(rng.choice(EMOTIONS))
-    if rng.random() < mix_fraction:
+    if confusions and primary in confusions:
+        secondary, w = confusions[primary], round(float(rng.uniform(*confusion_w_range)), 4)
+    elif rng.random() < mix_fraction:
         secondary = str(rng.choice([e for e in EMOTIONS if e != primary]))
         w = round(float(rng.uniform(*w_range)), 4)
     else:
@@ -337,6 +344,18 @@ def teacher_reasoning(params: dict[str, Any], rng: np.random.Generator, *,
     return {name: text[0].upper() + text[1:] + "." for name, text in zip(REASONING_PARTS, parts, strict=True)}
 
 
+def analysis_degree(analysis: str) -> str | None:
+    """The blend degree ("pure", "strong", "moderate", "weak") an analysis written in the teacher's phrases
+    states, or None. Tells whether a trained model *sees* how ambiguous an image is (bench/blend_perception.py)."""
+    for degree, templates in (("pure", _ANALYSIS_PURE), *_ANALYSIS_MIX.items()):
+        for t in templates:
+            pattern = re.escape(t[0].upper() + t[1:])
+            pattern = re.sub(r"\\\{[a-z0-9]+\\\}", r"[\\w ]+?", pattern)
+            if re.match(pattern, analysis.strip(), flags=re.IGNORECASE):
+                return degree
+    return None
+
+
 def _teacher_phrases() -> list[str]:
     """Every phrase the teacher can write, placeholders included (for the vocabulary and the leak check)."""
     out: list[str] = []
@@ -412,6 +431,13 @@ class WorldConfig:
     w_min: float = 0.55
     w_max: float = 0.95
     stage1_label: str = "drawn"  # or "oracle"; see the module docstring
+    #: (emotion, partner) pairs: images of ``emotion`` are always blends with ``partner``, ``w`` in
+    #: [confusion_w_min, confusion_w_max]. Ambiguity that belongs to a class, like excitement vs fear in real
+    #: data; the tiny model reads it from the colour it already sees, whereas the strength of a blend within a
+    #: class it does not learn to see in a CPU-sized run (docs/demo.md). Empty: every class alike.
+    confusions: tuple[tuple[str, str], ...] = ()
+    confusion_w_min: float = 0.55
+    confusion_w_max: float = 0.7
 
     def validate(self) -> None:
         """Raise ValueError with one sentence naming the bad option."""
@@ -427,7 +453,15 @@ class WorldConfig:
             (self.stage1_label in ("drawn", "oracle"),
              f"stage1_label must be drawn or oracle, got {self.stage1_label!r}"),
             (bool(self.tasks), "tasks must name at least one task"),
+            (0.5 <= self.confusion_w_min <= self.confusion_w_max < 1,
+             f"need 0.5 <= confusion_w_min <= confusion_w_max < 1, got {self.confusion_w_min}, "
+             f"{self.confusion_w_max}"),
         ]
+        for pair in self.confusions:
+            if len(pair) != 2 or not set(pair) <= set(EMOTIONS) or pair[0] == pair[1]:
+                raise ValueError(f"confusions: {pair!r} is not a pair of two different emotions from {EMOTIONS}")
+        if len({a for a, _ in self.confusions}) != len(self.confusions):
+            raise ValueError("confusions: an emotion has more than one partner")
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
@@ -449,7 +483,8 @@ def _image_records(cfg: WorldConfig, stream: str, index: int, rel: str) -> list[
     """The records of one image: SynthEmo-8 and SynthEmo-2 share an image, OOD images have their own task."""
     style = SHIFTED if stream == "ood" else BASE
     mix = sample_mix(_rng(cfg.seed, stream, index, "mix"), mix_fraction=cfg.mix_fraction,
-                     w_range=(cfg.w_min, cfg.w_max), style=style)
+                     w_range=(cfg.w_min, cfg.w_max), style=style, confusions=dict(cfg.confusions),
+                     confusion_w_range=(cfg.confusion_w_min, cfg.confusion_w_max))
     emotion = draw_emotion(mix, cfg.label_noise, _rng(cfg.seed, stream, index, "label"))
     split = "train" if stream == "train" else "test"
     tasks = [TASK_OOD] if stream == "ood" else [t for t in (TASK_8, TASK_2) if t in cfg.tasks]

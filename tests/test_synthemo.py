@@ -249,6 +249,38 @@ def test_analysis_wording_follows_the_mixture_weight():
                 assert not texts1 & texts2, (d1, d2)
 
 
+def test_analysis_degree_reads_back_what_the_teacher_wrote():
+    rng = np.random.default_rng(3)
+    for w in (1.0, 0.9, 0.7, 0.58):
+        for _ in range(30):
+            mix = {"primary": "fear", "secondary": None if w == 1.0 else "awe", "w": w, "style": "base"}
+            analysis = synthemo.teacher_reasoning(mix, rng, sentiment=bool(rng.integers(2)))["analysis"]
+            assert synthemo.analysis_degree(analysis) == synthemo.mix_degree(w), analysis
+    assert synthemo.analysis_degree("It is anger.") is None
+
+
+def test_confusable_classes_are_always_blended_with_their_partner(tmp_path):
+    cfg = synthemo.WorldConfig(n_train=300, n_test=0, n_ood=0, tasks=(synthemo.TASK_8,), mix_fraction=0.0,
+                               confusions=(("fear", "awe"), ("awe", "fear")), confusion_w_min=0.6,
+                               confusion_w_max=0.65)
+    synthemo.build_world(tmp_path, cfg)
+    mixes = [r.meta["mix"] for r in read_records(tmp_path / "train.jsonl")]
+    confusable = [m for m in mixes if m["primary"] in ("fear", "awe")]
+    assert confusable and all(m["secondary"] == {"fear": "awe", "awe": "fear"}[m["primary"]] for m in confusable)
+    assert all(0.6 <= m["w"] <= 0.65 for m in confusable)
+    assert all(m["secondary"] is None for m in mixes if m["primary"] not in ("fear", "awe"))
+
+
+@pytest.mark.parametrize("confusions, needle", [
+    ((("fear", "fear"),), "not a pair of two different emotions"),
+    ((("fear", "joy"),), "not a pair of two different emotions"),
+    ((("fear", "awe"), ("fear", "anger")), "more than one partner"),
+])
+def test_bad_confusions_are_refused(confusions, needle):
+    with pytest.raises(ValueError, match=needle):
+        synthemo.WorldConfig(confusions=confusions).validate()
+
+
 def test_tokenizer_corpus_covers_the_vocabulary():
     text = " ".join(synthemo.tokenizer_corpus()[1:]).lower()  # skip the plain word list
     missing = [w for w in synthemo.teacher_vocabulary() if not re.search(rf"\b{w}\b", text)]
@@ -286,6 +318,8 @@ def test_cli_builds_a_world_and_prints_oracle_metrics(tmp_path):
     (["--mix-fraction", "1.5"], "mix_fraction must be in [0, 1]"),
     (["--w-min", "0.3"], "0.5 <= w_min"),
     (["--image-size", "7"], "image_size must be in [28, 512]"),
+    (["--confusions", "fear-awe"], "is not EMOTION:PARTNER"),
+    (["--confusion-w", "0.4,0.6"], "0.5 <= confusion_w_min"),
 ])
 def test_cli_rejects_bad_options_in_one_line(args, needle, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
