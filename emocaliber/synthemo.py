@@ -454,8 +454,8 @@ class WorldConfig:
              f"stage1_label must be drawn or oracle, got {self.stage1_label!r}"),
             (bool(self.tasks), "tasks must name at least one task"),
             (0.5 <= self.confusion_w_min <= self.confusion_w_max < 1,
-             f"need 0.5 <= confusion_w_min <= confusion_w_max < 1, got {self.confusion_w_min}, "
-             f"{self.confusion_w_max}"),
+             (f"need 0.5 <= confusion_w_min <= confusion_w_max < 1, got {self.confusion_w_min} and "
+              f"{self.confusion_w_max}")),
         ]
         for pair in self.confusions:
             if len(pair) != 2 or not set(pair) <= set(EMOTIONS) or pair[0] == pair[1]:
