@@ -50,9 +50,12 @@ class DemoSettings:
     stage1_epochs: float = 2.0
     stage2_epochs: float = 6.0
     stage3_steps: int = 150
-    #: a third of recipes/tiny/stage3.yaml's: at 3e-4 GRPO broke the format and cost 8 points of accuracy, at
-    #: 3e-5 it changed nothing measurable in 150 steps (docs/demo.md)
+    #: GRPO (docs/demo.md): a third of recipes/tiny/stage3.yaml's rate (3e-4 broke the format and cost 8 points
+    #: of accuracy); one prompt with 16 completions per step instead of 2 x 8, and a KL weight of 0.1: with
+    #: groups of 8 the baseline was too noisy and the confidence of ambiguous images drifted up (AUROC lost).
     stage3_lr: float = 1e-4
+    stage3_generations: int = 16
+    stage3_beta: float = 0.1
     eval_temperature: float = 0.0
     n_bootstrap: int = 200
     force: bool = False
@@ -156,7 +159,8 @@ class Pipeline:
         steps.append(("stage3", *script("recipes/stage3_grpo.py", [
             "--config", str(REPO / "recipes/tiny/stage3.yaml"), "--model_name_or_path", str(o / "stage2"),
             "--train_file", str(cot / "stage3.jsonl"), "--image_root", str(data), "--output_dir", str(o / "stage3"),
-            "--max_steps", str(s.stage3_steps), "--learning_rate", str(s.stage3_lr), "--seed", seed])))
+            "--max_steps", str(s.stage3_steps), "--learning_rate", str(s.stage3_lr),
+            "--num_generations", str(s.stage3_generations), "--beta", str(s.stage3_beta), "--seed", seed])))
         for stage in STAGES:
             args = ["--model", str(o / stage), "--data", str(data / "test.jsonl"), "--image-root", str(data),
                     "--out", str(o / "eval" / stage), "--backend", "transformers", "--temperature",
