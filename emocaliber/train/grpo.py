@@ -73,6 +73,10 @@ class GRPOScriptArgs:
     rollout_window: int = field(
         default=1024, metadata={"help": "Rollouts (with a valid format) in the running ECE logged as rollout/ece."})
     rollout_ece_bins: int = field(default=10, metadata={"help": "Equal-width bins of the running ECE."})
+    confidence_credit: str = field(
+        default="sequence", metadata={"help": "Advantage of the tokens of the stated confidence: 'sequence' (TRL's, "
+                                              "the completion's own) or 'calibration' (the calibration term's alone; "
+                                              "emocaliber.train.credit says why)."})
 
     def __post_init__(self) -> None:
         if isinstance(self.reward_funcs, str):
@@ -83,6 +87,8 @@ class GRPOScriptArgs:
                               f"{', '.join(REWARDS)}")
         if self.rollout_window < 1 or self.rollout_ece_bins < 1:
             raise ConfigError("rollout_window and rollout_ece_bins must be >= 1")
+        if self.confidence_credit not in ("sequence", "calibration"):
+            raise ConfigError(f"confidence_credit must be 'sequence' or 'calibration', got {self.confidence_credit!r}")
 
 
 # --- reward wiring ---------------------------------------------------------------------------------------------
@@ -187,14 +193,18 @@ class EmoCaliberGRPOTrainer(ModelCardMixin, ResumeMixin, GRPOTrainer):
     sees in the same completions (gathered over processes, so every rank logs the global batch).
     """
 
-    def __init__(self, *args: Any, rollout_window: int = 1024, rollout_ece_bins: int = 10, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, rollout_window: int = 1024, rollout_ece_bins: int = 10,
+                 confidence_credit: str = "sequence", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rollout_monitors = {mode: RolloutMonitor(rollout_window, rollout_ece_bins) for mode in ("train", "eval")}
+        self.confidence_credit = confidence_credit
+        self._rewards_per_func: Any = None
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         from accelerate.utils import gather_object
 
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._rewards_per_func = rewards_per_func  # all processes' rows, for the confidence credit
         rollouts = judge_rollouts(completions, [x.get("candidates") for x in inputs],
                                   [x.get("ground_truth") for x in inputs])
         self._log_completion_extra("label", [r.label or "" for r in rollouts])
@@ -205,6 +215,30 @@ class EmoCaliberGRPOTrainer(ModelCardMixin, ResumeMixin, GRPOTrainer):
         for name, value in self.rollout_monitors[mode].update(gather_object(rollouts), group).items():
             self._metrics[mode][name].append(value)
         return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if self.confidence_credit == "calibration" and self.model.training:
+            output["advantages"] = self._calibration_credit(output)
+        return output
+
+    def _calibration_credit(self, output: dict[str, Any]):
+        """Per-token advantages: the calibration term's group-centred advantage on the confidence value's tokens."""
+        import torch
+
+        from emocaliber.train.credit import group_centred, token_advantages, value_span_mask
+
+        column = next(i for i, n in enumerate(self.reward_func_names) if n.startswith("calibration_reward"))
+        weight = float(self.reward_weights[column])
+        calibration = weight * group_centred(self._rewards_per_func[:, column], self.num_generations)
+        ids, mask = output["completion_ids"], output["completion_mask"]
+        local = slice(self.accelerator.process_index * len(ids), (self.accelerator.process_index + 1) * len(ids))
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        spans = torch.zeros_like(mask, dtype=torch.bool)
+        for row, (seq, m) in enumerate(zip(ids.tolist(), mask.tolist(), strict=True)):
+            pieces = [tokenizer.decode([t]) for t, keep in zip(seq, m, strict=True) if keep]
+            spans[row, :len(pieces)] = torch.tensor(value_span_mask(pieces), dtype=torch.bool)
+        return token_advantages(output["advantages"], calibration[local].to(ids.device), spans)
 
     def evaluate(self, *args: Any, **kwargs: Any):
         self.rollout_monitors["eval"].reset()  # each evaluation reports its own ECE
@@ -281,6 +315,13 @@ def build_trainer(
     funcs, weights = reward_wiring(script_args.reward_funcs, training_args.reward_weights,
                                    split_components=script_args.split_reward_components)
     training_args.reward_weights = weights
+    if script_args.confidence_credit == "calibration":
+        if not any(f.__name__.startswith("calibration_reward") for f in funcs):
+            raise ConfigError("confidence_credit: calibration needs a calibration term among the rewards (e.g. "
+                              "calibrated_log with split_reward_components: true)")
+        if training_args.scale_rewards != "none" or training_args.multi_objective_aggregation != "sum_then_normalize":
+            raise ConfigError("confidence_credit: calibration needs scale_rewards: none and "
+                              "multi_objective_aggregation: sum_then_normalize")
     logger.info("rewards passed to GRPOTrainer: %s", ", ".join(f"{w:g} x {f.__name__}" for f, w in zip(funcs, weights)))
 
     model, processor = load_model_and_processor(
@@ -306,7 +347,8 @@ def build_trainer(
         model=model, reward_funcs=funcs, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
         processing_class=processor, peft_config=peft_config,
         callbacks=[SelfContainedCheckpointCallback(info), *(callbacks or [])],
-        rollout_window=script_args.rollout_window, rollout_ece_bins=script_args.rollout_ece_bins)
+        rollout_window=script_args.rollout_window, rollout_ece_bins=script_args.rollout_ece_bins,
+        confidence_credit=script_args.confidence_credit)
     info["distributed"] = distributed_info(trainer.accelerator)  # the callback holds the same dict
     trainer.emocaliber_info = info
     return trainer
