@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from emocaliber.argtypes import float_pair
 from emocaliber.corpora import (
     DEFINITIONS,
     MISMATCH_POLICIES,
@@ -40,14 +41,6 @@ from emocaliber.modeling import ModelNotFoundError
 from emocaliber.records import RecordError
 
 
-def _pair(text: str) -> tuple[float, float]:
-    try:
-        a, b = (float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two numbers like 1,1, got {text!r}") from None
-    return a, b
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="stage-1 checkpoint (path or hub id)")
@@ -58,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=DEFINITIONS, default="agreement", help="target definition (see above)")
     p.add_argument("--mismatch", choices=MISMATCH_POLICIES, default="keep",
                    help="agreement: keep or drop records whose majority answer is not the gold label")
-    p.add_argument("--prior", "--smoothing", type=_pair, default=(0.0, 0.0), metavar="A,B",
+    p.add_argument("--prior", "--smoothing", type=float_pair("1,1"), default=(0.0, 0.0), metavar="A,B",
                    help="Beta prior pseudo-counts (default 0,0 = none)")
-    p.add_argument("--clip", type=_pair, default=(0.05, 0.95), metavar="LO,HI", help="default 0.05,0.95")
+    p.add_argument("--clip", type=float_pair("0.05,0.95"), default=(0.05, 0.95), metavar="LO,HI", help="default 0.05,0.95")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--max-new-tokens", type=int, default=1024)

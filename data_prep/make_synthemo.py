@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from emocaliber import synthemo
+from emocaliber.argtypes import float_pair, whole_number
 from emocaliber.tasks import canonical_task_name
 
 
@@ -25,16 +26,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def _task(text: str) -> str:
@@ -58,23 +49,15 @@ def _confusions(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _w_range(text: str) -> tuple[float, float]:
-    try:
-        lo, hi = (float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MIN,MAX such as 0.55,0.7, got {text!r}") from None
-    return lo, hi
-
-
 def build_parser() -> argparse.ArgumentParser:
     d = synthemo.WorldConfig()
     p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path,
                    help="output root (created if missing; existing files are overwritten)")
-    p.add_argument("--n-train", type=_count, default=d.n_train, help="training images (default %(default)s)")
-    p.add_argument("--n-test", type=_count, default=d.n_test,
+    p.add_argument("--n-train", type=whole_number(0), default=d.n_train, help="training images (default %(default)s)")
+    p.add_argument("--n-test", type=whole_number(0), default=d.n_test,
                    help="in-distribution test images (default %(default)s)")
-    p.add_argument("--n-ood", type=_count, default=None,
+    p.add_argument("--n-ood", type=whole_number(0), default=None,
                    help="SynthEmo-OOD-8 test images (default: same as --n-test)")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="random seed; the same seed and options give the same bytes (default %(default)s)")
@@ -96,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confusions", type=_confusions, default=d.confusions, metavar="E:P,...",
                    help="confusable classes: every image of emotion E is a blend with partner P, for example "
                         "awe:fear,fear:awe (default: none)")
-    p.add_argument("--confusion-w", type=_w_range, default=(d.confusion_w_min, d.confusion_w_max),
+    p.add_argument("--confusion-w", type=float_pair("0.55,0.7"), default=(d.confusion_w_min, d.confusion_w_max),
                    metavar="MIN,MAX", help="weight range of E in those blends (default %(default)s)")
     p.add_argument("--stage1-label", choices=("drawn", "oracle"), default=d.stage1_label,
                    help="ground truth of stage1.jsonl: the drawn label (keeps the ambiguity that a sampled "

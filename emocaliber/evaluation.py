@@ -30,6 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from emocaliber.argtypes import whole_number
 from emocaliber.records import Record, RecordError, iter_jsonl
 from emocaliber.tasks import canonical_task_name, list_tasks
 
@@ -410,14 +411,7 @@ test_8k.jsonl (conversations, task, candidates, ground_truth); image paths are r
 which defaults to the data file's directory."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+_positive_int = whole_number(1)
 
 
 def _task_list(text: str) -> list[str]:

@@ -320,6 +320,7 @@ def test_cli_builds_a_world_and_prints_oracle_metrics(tmp_path):
     (["--image-size", "7"], "image_size must be in [28, 512]"),
     (["--confusions", "fear-awe"], "is not EMOTION:PARTNER"),
     (["--confusion-w", "0.4,0.6"], "0.5 <= confusion_w_min"),
+    (["--confusion-w", "0.6"], "--confusion-w: expected two numbers like 0.55,0.7"),
 ])
 def test_cli_rejects_bad_options_in_one_line(args, needle, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
