@@ -2,15 +2,16 @@
 """Give each stage-2 record a confidence target by sampling the stage-1 (scaffold) model K times per image.
 
 Definitions (--target):
-  agreement  (default) fraction of the K samples that give the model's majority answer: how often the model
-             says the answer it will state, an estimate of that answer's chance of being right.
+  agreement  (default) fraction of the answered samples that give the model's majority answer: how often the
+             model says the answer it will state, an estimate of that answer's chance of being right. Samples
+             without an answer (out of format) say nothing about that answer and are left out.
   accuracy   fraction of the K samples whose answer is the gold label. For an ambiguous image this sits below
              the chance that the model's own (greedy) answer is right, so targets come out low.
-Target = (k + a) / (K + a + b) with the Beta prior --prior a,b (default 0,0: none; 1,1 is Laplace), clipped
-into --clip (default 0.05,0.95) and rounded half-up to two decimals. The records' answers and reasoning stay
-as they are (gold label, teacher reasoning); --mismatch drop leaves out records whose majority answer is not
-the gold label (under agreement). Records whose image fails, or (under agreement) whose K samples name no
-candidate, are dropped and counted; under accuracy an unanswered sample counts as wrong.
+Target = (k + a) / (n + a + b), n the answered samples (K under accuracy), with the Beta prior --prior a,b
+(default 0,0: none; 1,1 is Laplace), clipped into --clip (default 0.05,0.95) and rounded half-up to two
+decimals. The records' answers and reasoning stay as they are (gold label, teacher reasoning); --mismatch drop
+leaves out records whose majority answer is not the gold label (under agreement). Records whose image fails,
+or (under agreement) whose K samples name no candidate, are dropped and counted.
 
 Raw samples go to --samples-file (default <out stem>.samples.jsonl) as they are produced; run the same command
 again after an interruption to continue; the targets file is derived from it and ends byte-identical.

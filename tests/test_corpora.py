@@ -165,10 +165,10 @@ def test_confidence_targets_equal_hand_computed_values(tmp_path):
 
     run("agree")
     got = {r.id: r.confidence for r in read_records(tmp_path / "agree.jsonl")}
-    # agreement = votes of the majority / K, clipped to [0.05, 0.95], two decimals rounded half-up:
-    # 5/8 = 0.625 -> 0.63 (both maj-gold and maj-other: kept as is); 8/8 = 1 -> 0.95; tie 3/8 = 0.375 -> 0.38;
-    # silent: no answer to agree with -> dropped.
-    assert got == {"maj-gold": 0.63, "maj-other": 0.63, "unanimous": 0.95, "tie": 0.38}
+    # agreement = votes of the majority / answered samples, clipped to [0.05, 0.95], two decimals rounded
+    # half-up: 5/7 = 0.714 -> 0.71 (both maj-gold and maj-other: kept as is; "garbled" is left out); 8/8 = 1
+    # -> 0.95; tie 3/6 = 0.5 ("x", "y" left out); silent: no answer to agree with -> dropped.
+    assert got == {"maj-gold": 0.71, "maj-other": 0.71, "unanimous": 0.95, "tie": 0.5}
 
     run("acc", definition="accuracy")
     got = {r.id: r.confidence for r in read_records(tmp_path / "acc.jsonl")}
@@ -177,9 +177,9 @@ def test_confidence_targets_equal_hand_computed_values(tmp_path):
 
     summary = run("laplace", prior=(1.0, 1.0), mismatch="drop")
     got = {r.id: r.confidence for r in read_records(tmp_path / "laplace.jsonl")}
-    # Laplace (k + 1) / (K + 2): maj-gold 6/10 = 0.6; unanimous 9/10 = 0.9; maj-other and tie (majority anger,
+    # Laplace (k + 1) / (answered + 2): maj-gold 6/9 = 0.667 -> 0.67; unanimous 9/10 = 0.9; maj-other and tie (majority anger,
     # gold fear) dropped by mismatch="drop"; silent dropped.
-    assert got == {"maj-gold": 0.6, "unanimous": 0.9}
+    assert got == {"maj-gold": 0.67, "unanimous": 0.9}
     assert summary["dropped"] == {"majority_not_gold": 2, "no_answer_in_samples": 1}
     kept = read_records(tmp_path / "laplace.jsonl")[0]
     assert kept.meta["confidence_samples"] == {"K": 8, "answered": 7, "correct": 5, "majority": "anger",
@@ -192,6 +192,10 @@ def test_confidence_target_function_and_oracle_comparison():
     assert confidence_target(counts, "agreement") == 0.75
     assert confidence_target(counts, "accuracy") == 0.25
     assert confidence_target(counts, "accuracy", prior=(2, 2), clip=(0.3, 0.7)) == 0.38  # 3/8 = 0.375
+    # Out-of-format samples count under accuracy (as wrong), not under agreement: 3 of 4 answered, K = 8.
+    partial = SampleCounts(samples=8, answered=4, correct=1, majority="a", agree=3)
+    assert confidence_target(partial, "agreement") == 0.75
+    assert confidence_target(partial, "accuracy") == 0.13  # 1/8 = 0.125
     for bad in ({"definition": "vibes"}, {"clip": (0, 0.9)}, {"prior": (-1, 0)}):
         with pytest.raises(ValueError):
             confidence_target(counts, **({"definition": "agreement"} | bad))

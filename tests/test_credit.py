@@ -50,10 +50,13 @@ def _config(out: Path, **kw) -> GRPOConfig:
                       scale_rewards="none", **kw)
 
 
-def test_trainer_gives_the_confidence_tokens_the_calibration_advantage(tiny_model_dir, train_file, tmp_path):
+@pytest.mark.parametrize("credit_weight", [None, 1.0])
+def test_trainer_gives_the_confidence_tokens_the_calibration_advantage(tiny_model_dir, train_file, tmp_path,
+                                                                        credit_weight):
     trainer = build_trainer(ModelArgs(str(tiny_model_dir), dtype="float32"),
                             DataArgs(str(train_file), with_confidence=True),
-                            GRPOScriptArgs(confidence_credit="calibration"), _config(tmp_path))
+                            GRPOScriptArgs(confidence_credit="calibration", confidence_credit_weight=credit_weight),
+                            _config(tmp_path))
     trainer.model.train()
     row = trainer.train_dataset[0]
     wrong = next(c for c in row["candidates"] if c != row["ground_truth"])
@@ -73,7 +76,9 @@ def test_trainer_gives_the_confidence_tokens_the_calibration_advantage(tiny_mode
     assert out.shape == ids.shape
     s = torch.tensor(calibration_reward_log(completions=completions, ground_truth=[row["ground_truth"]] * 4,
                                             candidates=[row["candidates"]] * 4))
-    weight = trainer.reward_weights[trainer.reward_func_names.index("calibration_reward_log")]
+    reward_weight = trainer.reward_weights[trainer.reward_func_names.index("calibration_reward_log")]
+    assert reward_weight == 0.25  # the default reward's; confidence_credit_weight leaves it as it is
+    weight = reward_weight if credit_weight is None else credit_weight
     expected_cal = weight * (s - s.mean())
     for i, r in enumerate(rows):
         pieces = [tokenizer.decode([t]) for t in r]
@@ -88,6 +93,9 @@ def test_confidence_credit_config_errors(tiny_model_dir, train_file, tmp_path):
     model, data = ModelArgs(str(tiny_model_dir), dtype="float32"), DataArgs(str(train_file), with_confidence=True)
     with pytest.raises(ConfigError, match="confidence_credit"):
         GRPOScriptArgs(confidence_credit="tokens")
+    for bad in ({"confidence_credit_weight": 1.0}, {"confidence_credit": "calibration", "confidence_credit_weight": 0}):
+        with pytest.raises(ConfigError, match="confidence_credit_weight"):
+            GRPOScriptArgs(**bad)
     with pytest.raises(ConfigError, match="needs a calibration term"):
         build_trainer(model, data, GRPOScriptArgs(reward_funcs=["emocaliber"], confidence_credit="calibration"),
                       _config(tmp_path))

@@ -77,6 +77,12 @@ class GRPOScriptArgs:
         default="sequence", metadata={"help": "Advantage of the tokens of the stated confidence: 'sequence' (TRL's, "
                                               "the completion's own) or 'calibration' (the calibration term's alone; "
                                               "emocaliber.train.credit says why)."})
+    confidence_credit_weight: float | None = field(
+        default=None, metadata={"help": "Under confidence_credit: calibration, the weight of the calibration score on "
+                                        "the confidence tokens (default: the term's reward weight). The answer "
+                                        "tokens keep the full reward, so this weight cannot reward sandbagging; "
+                                        "a proper score's optimum does not depend on its scale, so it only sets "
+                                        "how fast the confidence moves."})
 
     def __post_init__(self) -> None:
         if isinstance(self.reward_funcs, str):
@@ -89,6 +95,10 @@ class GRPOScriptArgs:
             raise ConfigError("rollout_window and rollout_ece_bins must be >= 1")
         if self.confidence_credit not in ("sequence", "calibration"):
             raise ConfigError(f"confidence_credit must be 'sequence' or 'calibration', got {self.confidence_credit!r}")
+        if self.confidence_credit_weight is not None and (
+                self.confidence_credit != "calibration" or not self.confidence_credit_weight > 0):
+            raise ConfigError(f"confidence_credit_weight must be > 0 and needs confidence_credit: calibration, got "
+                              f"{self.confidence_credit_weight!r} with {self.confidence_credit!r}")
 
 
 # --- reward wiring ---------------------------------------------------------------------------------------------
@@ -194,10 +204,12 @@ class EmoCaliberGRPOTrainer(ModelCardMixin, ResumeMixin, GRPOTrainer):
     """
 
     def __init__(self, *args: Any, rollout_window: int = 1024, rollout_ece_bins: int = 10,
-                 confidence_credit: str = "sequence", **kwargs: Any) -> None:
+                 confidence_credit: str = "sequence", confidence_credit_weight: float | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rollout_monitors = {mode: RolloutMonitor(rollout_window, rollout_ece_bins) for mode in ("train", "eval")}
         self.confidence_credit = confidence_credit
+        self.confidence_credit_weight = confidence_credit_weight
         self._rewards_per_func: Any = None
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -229,7 +241,7 @@ class EmoCaliberGRPOTrainer(ModelCardMixin, ResumeMixin, GRPOTrainer):
         from emocaliber.train.credit import group_centred, token_advantages, value_span_mask
 
         column = next(i for i, n in enumerate(self.reward_func_names) if n.startswith("calibration_reward"))
-        weight = float(self.reward_weights[column])
+        weight = self.confidence_credit_weight or float(self.reward_weights[column])
         calibration = weight * group_centred(self._rewards_per_func[:, column], self.num_generations)
         ids, mask = output["completion_ids"], output["completion_mask"]
         local = slice(self.accelerator.process_index * len(ids), (self.accelerator.process_index + 1) * len(ids))
@@ -348,7 +360,7 @@ def build_trainer(
         processing_class=processor, peft_config=peft_config,
         callbacks=[SelfContainedCheckpointCallback(info), *(callbacks or [])],
         rollout_window=script_args.rollout_window, rollout_ece_bins=script_args.rollout_ece_bins,
-        confidence_credit=script_args.confidence_credit)
+        confidence_credit=script_args.confidence_credit, confidence_credit_weight=script_args.confidence_credit_weight)
     info["distributed"] = distributed_info(trainer.accelerator)  # the callback holds the same dict
     trainer.emocaliber_info = info
     return trainer
