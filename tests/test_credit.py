@@ -61,7 +61,9 @@ def test_trainer_gives_the_confidence_tokens_the_calibration_advantage(tiny_mode
     row = trainer.train_dataset[0]
     wrong = next(c for c in row["candidates"] if c != row["ground_truth"])
     texts = [format_target(REASONING, row["ground_truth"], 0.8), format_target(REASONING, wrong, 0.3),
-             format_target(REASONING, row["ground_truth"], 0.05), format_target(REASONING, wrong, 0.95)]
+             format_target(REASONING, row["ground_truth"], 0.05),
+             # out of format (a part's tag misspelt) but with a confidence: the rule gives it its worst score
+             format_target(REASONING, wrong, 0.95).replace("<human>", "<humn>")]
     completions = [[{"role": "assistant", "content": t}] for t in texts]
     trainer._calculate_rewards([row] * 4, [row["prompt"]] * 4, completions, [[0]] * 4)
 
@@ -79,7 +81,10 @@ def test_trainer_gives_the_confidence_tokens_the_calibration_advantage(tiny_mode
     reward_weight = trainer.reward_weights[trainer.reward_func_names.index("calibration_reward_log")]
     assert reward_weight == 0.25  # the default reward's; confidence_credit_weight leaves it as it is
     weight = reward_weight if credit_weight is None else credit_weight
-    expected_cal = weight * (s - s.mean())
+    # Centred over the three well-formed completions; the broken one's confidence tokens get no advantage.
+    scored = s[:3]
+    expected_cal = torch.cat([weight * (scored - scored.mean()), torch.zeros(1, dtype=s.dtype)])
+    assert s[3] < scored.min()
     for i, r in enumerate(rows):
         pieces = [tokenizer.decode([t]) for t in r]
         span = value_span_mask(pieces)

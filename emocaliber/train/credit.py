@@ -5,8 +5,10 @@ written after the answer and cannot change whether the answer is right, so for i
 that advantage is noise: zero on average given the text before them, with variance p(1 - p), several times the
 calibration signal under the default weights. On SynthEmo that noise made the confidence of ambiguous images drift
 upward and the ranking degrade (docs/demo.md). With ``confidence_credit: calibration`` the tokens of the confidence
-value get the calibration term's own group-centred advantage; every other token keeps the full one. TRL's loss
-accepts per-token advantages of shape (B, T).
+value get the calibration term's own advantage, centred over the completions the term scored (a broken format
+gets the rule's worst score; centring over it would reward whatever confidence the well-formed completions state,
+which sharpens the confidence toward its mode); every other token keeps the full one. TRL's loss accepts
+per-token advantages of shape (B, T).
 """
 
 from __future__ import annotations

@@ -211,6 +211,7 @@ class EmoCaliberGRPOTrainer(ModelCardMixin, ResumeMixin, GRPOTrainer):
         self.confidence_credit = confidence_credit
         self.confidence_credit_weight = confidence_credit_weight
         self._rewards_per_func: Any = None
+        self._scored: list[bool] = []
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         from accelerate.utils import gather_object
@@ -224,7 +225,10 @@ class EmoCaliberGRPOTrainer(ModelCardMixin, ResumeMixin, GRPOTrainer):
         self._log_completion_extra("valid", [r.valid for r in rollouts])
         mode = "train" if self.model.training else "eval"
         group = self.num_generations if mode == "train" else self.num_generations_eval
-        for name, value in self.rollout_monitors[mode].update(gather_object(rollouts), group).items():
+        gathered = gather_object(rollouts)
+        # The calibration term is gated by the format: the confidence credit leaves out what it did not score.
+        self._scored = [r.valid and r.confidence is not None for r in gathered]
+        for name, value in self.rollout_monitors[mode].update(gathered, group).items():
             self._metrics[mode][name].append(value)
         return rewards_per_func
 
@@ -235,14 +239,18 @@ class EmoCaliberGRPOTrainer(ModelCardMixin, ResumeMixin, GRPOTrainer):
         return output
 
     def _calibration_credit(self, output: dict[str, Any]):
-        """Per-token advantages: the calibration term's group-centred advantage on the confidence value's tokens."""
+        """Per-token advantages: the calibration term's group-centred advantage on the confidence value's tokens,
+        centred over the completions the rule scored (a broken format gets the rule's worst score, which would
+        otherwise reward whatever confidence the well-formed completions state)."""
         import torch
 
         from emocaliber.train.credit import group_centred, token_advantages, value_span_mask
 
         column = next(i for i, n in enumerate(self.reward_func_names) if n.startswith("calibration_reward"))
         weight = self.confidence_credit_weight or float(self.reward_weights[column])
-        calibration = weight * group_centred(self._rewards_per_func[:, column], self.num_generations)
+        scores = self._rewards_per_func[:, column].clone()
+        scores[~torch.tensor(self._scored, dtype=torch.bool, device=scores.device)] = float("nan")
+        calibration = weight * group_centred(scores, self.num_generations)
         ids, mask = output["completion_ids"], output["completion_mask"]
         local = slice(self.accelerator.process_index * len(ids), (self.accelerator.process_index + 1) * len(ids))
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
