@@ -177,8 +177,8 @@ def test_confidence_targets_equal_hand_computed_values(tmp_path):
 
     summary = run("laplace", prior=(1.0, 1.0), mismatch="drop")
     got = {r.id: r.confidence for r in read_records(tmp_path / "laplace.jsonl")}
-    # Laplace (k + 1) / (answered + 2): maj-gold 6/9 = 0.667 -> 0.67; unanimous 9/10 = 0.9; maj-other and tie (majority anger,
-    # gold fear) dropped by mismatch="drop"; silent dropped.
+    # Laplace (k + 1) / (answered + 2): maj-gold 6/9 = 0.667 -> 0.67; unanimous 9/10 = 0.9; maj-other and tie
+    # (majority anger, gold fear) dropped by mismatch="drop"; silent dropped.
     assert got == {"maj-gold": 0.67, "unanimous": 0.9}
     assert summary["dropped"] == {"majority_not_gold": 2, "no_answer_in_samples": 1}
     kept = read_records(tmp_path / "laplace.jsonl")[0]
