@@ -13,7 +13,6 @@ Example: python bench/confidence_by_class.py runs/demo/eval/stage2 runs/demo/eva
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -21,24 +20,32 @@ import numpy as np
 
 from emocaliber.evaluation import PREDICTIONS_FILE
 from emocaliber.metrics import auroc, ece
-from emocaliber.parsing import parse_response
+from emocaliber.report import load_rows, parse_rows
 
 
-def by_class(predictions: Path) -> dict[str, dict[str, tuple[list[float], list[bool], list[float]]]]:
-    """``{task: {primary: (confidences, correct, oracle confidences)}}`` over items that state a confidence."""
+def by_class(predictions: Path) -> tuple[dict[str, dict[str, tuple[list, list, list]]], int]:
+    """``{task: {primary: (confidences, correct, oracle confidences)}}`` over the rows that state a confidence,
+    read and judged by the report's own parser, and how many rows were skipped (unreadable or without one)."""
+    rows, _, unreadable = load_rows(predictions)
+    parsed = parse_rows(rows)
+    primary = {}
+    for _, row in rows:
+        record = row.get("record") if isinstance(row, dict) else None
+        mix = record.get("meta", {}).get("mix") if isinstance(record, dict) else None
+        if isinstance(mix, dict):
+            primary[record.get("id")] = mix.get("primary")
     out: dict = defaultdict(lambda: defaultdict(lambda: ([], [], [])))
-    with predictions.open(encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            record = row["record"]
-            parsed = parse_response(row.get("response") or "", record["candidates"])
-            if parsed.confidence is None:
-                continue
-            cell = out[record["task"]][record["meta"]["mix"]["primary"]]
-            cell[0].append(parsed.confidence)
-            cell[1].append(parsed.label == record["ground_truth"])
-            cell[2].append(record["meta"].get("oracle_confidence", float("nan")))
-    return out
+    skipped = len(unreadable) + len(parsed.skipped)
+    for rid, task, pred, truth, conf in zip(parsed.record_ids, parsed.tasks, parsed.predictions, parsed.truths,
+                                            parsed.confidences, strict=True):
+        if conf is None or primary.get(rid) is None:
+            skipped += 1
+            continue
+        cell = out[task][primary[rid]]
+        cell[0].append(conf)
+        cell[1].append(pred == truth)
+        cell[2].append(parsed.oracle[rid][3] if rid in parsed.oracle else float("nan"))
+    return out, skipped
 
 
 def main() -> None:
@@ -49,8 +56,13 @@ def main() -> None:
         path = d / PREDICTIONS_FILE
         if not path.is_file():
             raise SystemExit(f"{path}: not found; pass a directory eval/run_vecbench.py wrote")
-        print(f"{d}  (accuracy / mean stated confidence / oracle's mean confidence)")
-        for task, classes in sorted(by_class(path).items()):
+        classes_by_task, skipped = by_class(path)
+        if not classes_by_task:
+            raise SystemExit(f"{path}: no row states a confidence on a SynthEmo record (meta.mix); "
+                             "pass the evaluation of a stage-2 or stage-3 checkpoint on SynthEmo")
+        print(f"{d}  (accuracy / mean stated confidence / oracle's mean confidence; {skipped} rows skipped: "
+              "unreadable, without a confidence or not SynthEmo)")
+        for task, classes in sorted(classes_by_task.items()):
             conf = np.concatenate([c for c, _, _ in classes.values()])
             right = np.concatenate([r for _, r, _ in classes.values()]).astype(bool)
             print(f"  {task}: n={len(conf)} accuracy={right.mean():.3f} confidence={conf.mean():.3f} "
