@@ -7,11 +7,17 @@ Definitions (--target):
              without an answer (out of format) say nothing about that answer and are left out.
   accuracy   fraction of the K samples whose answer is the gold label. For an ambiguous image this sits below
              the chance that the model's own (greedy) answer is right, so targets come out low.
-Target = (k + a) / (n + a + b), n the answered samples (K under accuracy), with the Beta prior --prior a,b
-(default 0,0: none; 1,1 is Laplace), clipped into --clip (default 0.05,0.95) and rounded half-up to two
-decimals. The records' answers and reasoning stay as they are (gold label, teacher reasoning); --mismatch drop
-leaves out records whose majority answer is not the gold label (under agreement). Records whose image fails,
-or (under agreement) whose K samples name no candidate, are dropped and counted.
+  local_accuracy
+             fraction of right majority answers among the --neighbours records of the same task whose
+             samples' reasoning reads most alike (TF-IDF, cosine), the record included. The gold labels
+             calibrate it, so it sees ambiguity that the model answers consistently and agreement misses
+             (emocaliber/local_accuracy.py).
+Agreement and accuracy are (k + a) / (n + a + b), n the answered samples (K under accuracy), with the Beta
+prior --prior a,b (default 0,0: none; 1,1 is Laplace). Every target is clipped into --clip (default
+0.05,0.95) and rounded half-up to two decimals. The records' answers and reasoning stay as they are (gold
+label, teacher reasoning); --mismatch drop leaves out records whose majority answer is not the gold label
+(under agreement). Records whose image fails, or (except under accuracy) whose K samples name no candidate,
+are dropped and counted.
 
 Raw samples go to --samples-file (default <out stem>.samples.jsonl) as they are produced; run the same command
 again after an interruption to continue; the targets file is derived from it and ends byte-identical.
@@ -27,7 +33,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from emocaliber.argtypes import float_pair
+from emocaliber.argtypes import float_pair, whole_number
 from emocaliber.corpora import (
     DEFINITIONS,
     MISMATCH_POLICIES,
@@ -55,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", "--smoothing", type=float_pair("1,1"), default=(0.0, 0.0), metavar="A,B",
                    help="Beta prior pseudo-counts (default 0,0 = none)")
     p.add_argument("--clip", type=float_pair("0.05,0.95"), default=(0.05, 0.95), metavar="LO,HI", help="default 0.05,0.95")
+    p.add_argument("--neighbours", type=whole_number(1), default=25, metavar="N",
+                   help="local_accuracy: records per neighbourhood (default 25)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--max-new-tokens", type=int, default=1024)
@@ -79,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                   "batch_size": args.batch_size}
         summary = build_confidence_targets(
             records, responder, args.out, definition=args.target, mismatch=args.mismatch, prior=args.prior,
-            clip=args.clip, seed=args.seed, chunk_size=args.chunk_size, samples_path=args.samples_file,
-            config=config, overwrite=args.overwrite, skipped_lines=n_skipped)
+            clip=args.clip, neighbours=args.neighbours, seed=args.seed, chunk_size=args.chunk_size,
+            samples_path=args.samples_file,            config=config, overwrite=args.overwrite, skipped_lines=n_skipped)
     except (CorpusError, RecordError, ModelNotFoundError, FileNotFoundError, ValueError) as e:
         print(f"build_confidence_targets: error: {e}", file=sys.stderr)
         return 1

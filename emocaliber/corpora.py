@@ -20,7 +20,9 @@ bias DESIGN.md predicts. Stage 1 trained 10 epochs (sharper answers): agreement 
 carries information), agreement inherits the stage-1 model's own over- or under-confidence, and a Laplace
 prior did not help (it pulls toward 0.5 while most targets are high). With the five-part reasoning (the
 demo), one temperature-1 sample in seven leaves the format; agreement therefore counts only answered samples
-(bias -0.11 -> -0.01 against the oracle, Pearson 0.70 -> 0.79; docs/demo.md).
+(bias -0.11 -> -0.01 against the oracle, Pearson 0.70 -> 0.79; docs/demo.md). ``local_accuracy``
+(:mod:`emocaliber.local_accuracy`) lets the gold labels calibrate the target; the demo uses it, because agreement
+cannot see label ambiguity that the stage-1 model does not show (docs/demo.md has the measurements).
 """
 
 from __future__ import annotations
@@ -100,9 +102,12 @@ class SynthEmoTeacher:
     """The rule-based SynthEmo teacher: reasoning from the image's generating parameters (``meta.mix``).
 
     Without ``show_gold`` it answers like a calibrated teacher sampled at temperature 1: each try draws its
-    answer from the image's label distribution, so the correctness filter keeps minority labels of ambiguous
-    images in proportion to how often the teacher would name them (the per-image ambiguity survives the
-    filter). With ``show_gold`` it answers the gold label. Records without ``meta.mix`` get an error row.
+    answer from the image's label distribution and the correctness filter keeps the record when a try names
+    the gold label. That filter makes the kept labels *less* ambiguous than the data: with one try, an image
+    whose likelier label has probability p keeps it as gold with probability p^2 / (p^2 + (1 - p)^2), 0.73
+    instead of 0.62 for p = 0.62, so every pool (and the stage-3 reward) sees the confusable classes as easier
+    than the test set is. With ``show_gold`` it answers the gold label and every record is kept with its
+    label as drawn. Records without ``meta.mix`` get an error row.
     """
 
     samples: int = 1
@@ -347,7 +352,10 @@ def _cot_markdown(summary: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------------------------- confidence
 
-DEFINITIONS = ("agreement", "accuracy")
+#: ``agreement`` and ``accuracy`` are computed per record (:func:`confidence_target`); ``local_accuracy`` over
+#: neighbouring records (:mod:`emocaliber.local_accuracy`).
+DEFINITIONS = ("agreement", "accuracy", "local_accuracy")
+PER_RECORD = DEFINITIONS[:2]
 MISMATCH_POLICIES = ("keep", "drop")
 
 
@@ -379,7 +387,7 @@ def confidence_target(
     prior: tuple[float, float] = (0.0, 0.0),
     clip: tuple[float, float] = (0.05, 0.95),
 ) -> float:
-    """The stage-2 target: (k + a) / (n + a + b) clipped into ``clip`` and rounded half-up to two decimals.
+    """A per-record stage-2 target: (k + a) / (n + a + b), clipped and rounded by :func:`finish_target`.
 
     ``agreement``: k = ``counts.agree`` of n = ``counts.answered``, how often the model gives its own majority
     answer when it gives one, an estimate of the probability that the answer it will state is right. Samples
@@ -391,22 +399,32 @@ def confidence_target(
     the majority answer's chance of being right. ``prior=(a, b)`` is a Beta(a, b) pseudo-count prior for small
     K; (1, 1) is Laplace's rule.
     """
-    if definition not in DEFINITIONS:
-        raise ValueError(f"definition must be one of {DEFINITIONS}, got {definition!r}")
-    lo, hi = clip
-    if not 0 < lo <= hi < 1:
-        raise ValueError(f"clip bounds must satisfy 0 < low <= high < 1, got {clip}")
+    if definition not in PER_RECORD:
+        raise ValueError(f"definition must be one of {PER_RECORD}, got {definition!r}")
     a, b = prior
     k, n = (counts.agree, counts.answered) if definition == "agreement" else (counts.correct, counts.samples)
     if a < 0 or b < 0 or n + a + b <= 0:
         raise ValueError(f"prior pseudo-counts must be >= 0 with n + a + b > 0, got {prior} for n = {n}")
-    raw = (k + a) / (n + a + b)
+    return finish_target((k + a) / (n + a + b), clip)
+
+
+def finish_target(raw: float, clip: tuple[float, float] = (0.05, 0.95)) -> float:
+    """``raw`` clipped into ``clip`` and rounded half-up to two decimals."""
+    lo, hi = clip
+    if not 0 < lo <= hi < 1:
+        raise ValueError(f"clip bounds must satisfy 0 < low <= high < 1, got {clip}")
     return round_half_up(min(hi, max(lo, raw)))
+
+
+def answered_reasoning(responses: Sequence[str | None], record: Record) -> str:
+    """The reasoning of the samples that name a candidate, joined: what the model wrote about the image."""
+    parsed = (parse_response(t, record.candidates, mode="strict") for t in responses)
+    return " ".join(" ".join(p.reasoning.values()) for p in parsed if p.label is not None)
 
 
 def round_half_up(x: float) -> float:
     """Two decimals, halves up (0.625 -> 0.63), from the shortest decimal form of ``x``."""
-    return float(Decimal(repr(x)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+    return float(Decimal(repr(float(x))).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
 
 def build_confidence_targets(
@@ -418,6 +436,7 @@ def build_confidence_targets(
     mismatch: str = "keep",
     prior: tuple[float, float] = (0.0, 0.0),
     clip: tuple[float, float] = (0.05, 0.95),
+    neighbours: int = 25,
     seed: int = 0,
     chunk_size: int = 64,
     samples_path: str | os.PathLike | None = None,
@@ -431,41 +450,59 @@ def build_confidence_targets(
 
     ``mismatch`` decides records whose majority answer is not the gold label under ``agreement``: ``keep``
     them (the target is how sure the model is of the answer it will give for this image) or ``drop`` them
-    (only records where trained answer, reasoning and the counted answer coincide). Records without an image
-    are dropped, and so are records none of whose samples names a candidate under ``agreement`` (under
-    ``accuracy`` they score 0 of K). ``meta.confidence_samples`` keeps the counts so other definitions can be
-    derived. Writes ``<out>.summary.json`` (counts, target histogram, and the comparison with
-    ``meta.oracle_confidence`` when the records have it). Returns that summary.
+    (only records where trained answer, reasoning and the counted answer coincide). ``local_accuracy`` is the
+    share of right majority answers among the record's ``neighbours`` nearest records of its task
+    (:mod:`emocaliber.local_accuracy`). Records without an image are dropped, and so are records none of whose
+    samples names a candidate under ``agreement`` and ``local_accuracy`` (under ``accuracy`` they score 0 of
+    K). ``meta.confidence_samples`` keeps the counts so other definitions can be derived. Writes
+    ``<out>.summary.json`` (counts, target histogram, and the comparison with ``meta.oracle_confidence`` when
+    the records have it). Returns that summary.
     """
     if mismatch not in MISMATCH_POLICIES:
         raise ValueError(f"mismatch must be one of {MISMATCH_POLICIES}, got {mismatch!r}")
-    confidence_target(SampleCounts(1, 1, 1, None, 1), definition, prior=prior, clip=clip)  # validate early
+    if definition == "local_accuracy":
+        if neighbours < 1 or mismatch != "keep" or tuple(prior) != (0.0, 0.0):
+            raise ValueError(f"local_accuracy needs neighbours >= 1 (got {neighbours}), mismatch 'keep' (got "
+                             f"{mismatch!r}; dropping wrong majorities would make every neighbour right) and "
+                             f"no prior (got {tuple(prior)})")
+        finish_target(0.5, clip)  # validate early
+    else:
+        confidence_target(SampleCounts(1, 1, 1, None, 1), definition, prior=prior, clip=clip)
     out = Path(out_path)
     samples_path = Path(samples_path) if samples_path else out.with_name(out.stem + ".samples.jsonl")
     rows = collect_samples(records, responder, samples_path, config=dict(config or {}), seed=seed,
                            chunk_size=chunk_size, overwrite=overwrite, progress=progress)
-    written, dropped, all_counts = [], Counter(), []
+    kept, dropped, all_counts = [], Counter(), []
     for record, row in zip(records, rows):
         if row["error"] is not None:
             dropped[row["error_kind"]] += 1
             continue
         counts = count_samples(row["responses"], record)
         all_counts.append((record, counts))
-        if counts.answered == 0 and definition == "agreement":
+        if counts.answered == 0 and definition != "accuracy":
             dropped["no_answer_in_samples"] += 1  # nothing to agree with; under accuracy it is just 0 of K
             continue
         if definition == "agreement" and mismatch == "drop" and counts.majority != record.ground_truth:
             dropped["majority_not_gold"] += 1
             continue
-        target = confidence_target(counts, definition, prior=prior, clip=clip)
-        meta = {**record.meta, "confidence_samples": {
-            "K": counts.samples, "answered": counts.answered, "correct": counts.correct,
-            "majority": counts.majority, "agree": counts.agree}}
-        written.append(replace(record, confidence=target, meta=meta))
+        kept.append((record, counts, row["responses"]))
+    if definition == "local_accuracy":
+        from emocaliber.local_accuracy import local_accuracy
+
+        raw = local_accuracy([c.majority == r.ground_truth for r, c, _ in kept],
+                             [answered_reasoning(responses, r) for r, _, responses in kept],
+                             [r.task for r, _, _ in kept], neighbours)
+        targets = [finish_target(x, clip) for x in raw]
+    else:
+        targets = [confidence_target(c, definition, prior=prior, clip=clip) for _, c, _ in kept]
+    written = [replace(record, confidence=target, meta={**record.meta, "confidence_samples": {
+        "K": counts.samples, "answered": counts.answered, "correct": counts.correct, "majority": counts.majority,
+        "agree": counts.agree}}) for (record, counts, _), target in zip(kept, targets)]
     write_jsonl(out, written)
     summary = {
         "config": {**(config or {}), "definition": definition, "mismatch": mismatch, "prior": list(prior),
-                   "clip": list(clip), "seed": seed},
+                   "clip": list(clip), "seed": seed,
+                   **({"neighbours": neighbours} if definition == "local_accuracy" else {})},
         "records": len(records), "written": len(written), "dropped": dict(sorted(dropped.items())),
         "skipped_lines": skipped_lines,
         "majority_is_gold": _fraction([c.majority == r.ground_truth for r, c in all_counts]),
@@ -474,6 +511,9 @@ def build_confidence_targets(
     }
     if any("oracle_confidence" in r.meta for r, _ in all_counts):
         summary["oracle_comparison"] = compare_with_oracle(all_counts, clip=clip)
+        if definition == "local_accuracy":
+            summary["oracle_comparison"][f"local_accuracy ({neighbours} neighbours)"] = _against_oracle(
+                [(r.confidence, r.meta["oracle_confidence"]) for r in written if "oracle_confidence" in r.meta])
     out.with_name(out.stem + ".summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n",
                                                          encoding="utf-8")
     return summary
@@ -492,27 +532,30 @@ def compare_with_oracle(
     records ``mismatch="drop"`` keeps), reports Pearson correlation, mean absolute error and mean signed error
     (target - oracle), with the mean target and oracle.
     """
-    import numpy as np
-
     usable = [(r, c) for r, c in counted if "oracle_confidence" in r.meta and c.answered > 0]
     variants: dict[str, tuple[str, tuple[float, float], bool]] = {}
     for a, b in priors:
         suffix = "" if (a, b) == (0.0, 0.0) else f" prior({a:g},{b:g})"
-        for definition in DEFINITIONS:
+        for definition in PER_RECORD:
             variants[definition + suffix] = (definition, (a, b), False)
         variants["agreement, majority=gold only" + suffix] = ("agreement", (a, b), True)
     result = {}
     for name, (definition, prior, only_gold) in variants.items():
         pairs = [(confidence_target(c, definition, prior=prior, clip=clip), r.meta["oracle_confidence"])
                  for r, c in usable if not only_gold or c.majority == r.ground_truth]
-        if not pairs:
-            continue
-        t, o = np.array(pairs, dtype=float).T
-        corr = float(np.corrcoef(t, o)[0, 1]) if len(t) > 1 and t.std() > 0 and o.std() > 0 else float("nan")
-        result[name] = {"n": len(t), "pearson": corr, "mae": float(np.abs(t - o).mean()),
-                        "bias": float((t - o).mean()), "mean_target": float(t.mean()),
-                        "mean_oracle": float(o.mean())}
+        if pairs:
+            result[name] = _against_oracle(pairs)
     return result
+
+
+def _against_oracle(pairs: Sequence[tuple[float, float]]) -> dict[str, float]:
+    """Pearson, mean absolute and mean signed error of (target, oracle) pairs, with both means."""
+    import numpy as np
+
+    t, o = np.array(pairs, dtype=float).T
+    corr = float(np.corrcoef(t, o)[0, 1]) if len(t) > 1 and t.std() > 0 and o.std() > 0 else float("nan")
+    return {"n": len(t), "pearson": corr, "mae": float(np.abs(t - o).mean()), "bias": float((t - o).mean()),
+            "mean_target": float(t.mean()), "mean_oracle": float(o.mean())}
 
 
 def _mean(xs: Sequence[float]) -> float | None:

@@ -35,7 +35,7 @@ class ModelNotFoundError(FileNotFoundError):
 
 def tokenizer_corpus(extra_texts: Iterable[str] = ()) -> list[str]:
     """Texts the tiny tokenizer is trained on: every prompt, label and tag the pipeline can write."""
-    from emocaliber import synthemo  # noqa: F401  (registers the SynthEmo tasks, whose words we need)
+    from emocaliber import synthemo  # registers the SynthEmo tasks, whose words we need
     from emocaliber.prompts import SYSTEM_PROMPT, TEACHER_STRUCTURE, build_prompt, format_target
     from emocaliber.records import REASONING_PARTS
     from emocaliber.tasks import list_tasks
@@ -120,19 +120,19 @@ def build_tiny_model(
     t = max(1, head_dim // 8)
     mrope = [t, (head_dim // 2 - t) // 2, head_dim // 2 - t - (head_dim // 2 - t) // 2]
     config = Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-            num_hidden_layers=num_layers, num_attention_heads=heads, num_key_value_heads=2,
-            max_position_embeddings=4096, rms_norm_eps=1e-6, use_sliding_window=False,
-            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope},
-            bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
-        ),
-        vision_config=dict(
-            depth=vision_depth, hidden_size=vision_hidden_size, intermediate_size=2 * vision_hidden_size,
-            num_heads=2, in_channels=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
-            window_size=112, out_hidden_size=hidden_size, fullatt_block_indexes=[vision_depth - 1],
-            tokens_per_second=2, hidden_act="silu",
-        ),
+        text_config={
+            "vocab_size": len(tokenizer), "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size,
+            "num_hidden_layers": num_layers, "num_attention_heads": heads, "num_key_value_heads": 2,
+            "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "use_sliding_window": False,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope},
+            "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"],
+        },
+        vision_config={
+            "depth": vision_depth, "hidden_size": vision_hidden_size, "intermediate_size": 2 * vision_hidden_size,
+            "num_heads": 2, "in_channels": 3, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+            "window_size": 112, "out_hidden_size": hidden_size, "fullatt_block_indexes": [vision_depth - 1],
+            "tokens_per_second": 2, "hidden_act": "silu",
+        },
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=False,

@@ -11,7 +11,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 # distributed tests, extra threads only oversubscribe. Subprocesses inherit this.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(scope="session")
