@@ -203,6 +203,7 @@ def _build_base(out: Path, seed: int) -> None:
 
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from emocaliber.argtypes import whole_number
     from emocaliber.corpora import DEFINITIONS
 
     d = DemoSettings()
@@ -214,7 +215,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="stage-1 samples per image for the confidence targets (default %(default)s)")
     p.add_argument("--target", choices=DEFINITIONS, default=d.target,
                    help="stage-2 confidence target (data_prep/build_confidence_targets.py; default %(default)s)")
-    p.add_argument("--target-neighbours", type=int, default=d.target_neighbours,
+    p.add_argument("--target-neighbours", type=whole_number(1), default=d.target_neighbours,
                    help="records per neighbourhood of the local_accuracy target (default %(default)s)")
     p.add_argument("--stage3-steps", type=int, default=d.stage3_steps, help="GRPO steps (default %(default)s)")
     p.add_argument("--eval-temperature", type=float, default=d.eval_temperature,
