@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = build_confidence_targets(
             records, responder, args.out, definition=args.target, mismatch=args.mismatch, prior=args.prior,
             clip=args.clip, neighbours=args.neighbours, seed=args.seed, chunk_size=args.chunk_size,
-            samples_path=args.samples_file,            config=config, overwrite=args.overwrite, skipped_lines=n_skipped)
+            samples_path=args.samples_file, config=config, overwrite=args.overwrite, skipped_lines=n_skipped)
     except (CorpusError, RecordError, ModelNotFoundError, FileNotFoundError, ValueError) as e:
         print(f"build_confidence_targets: error: {e}", file=sys.stderr)
         return 1
