@@ -44,9 +44,9 @@ class DemoSettings:
 
     out: str = "runs/demo"
     seed: int = 0
-    #: Every training record keeps its label (the teacher is shown it): 1,100 per task give pools of the size
-    #: that 1,500 gave through the correctness filter, which made the confusable classes look easier than the
-    #: test set (docs/demo.md).
+    #: Every training record keeps its label (the teacher is shown it): 1,100 per task give as many records as
+    #: 1,500 gave through the correctness filter, which made the confusable classes look easier than the test
+    #: set (docs/demo.md).
     n_train: int = 1100
     #: Stage-1 / stage-2 / stage-3 shares of the records (the paper: 0.6, 0.3, 0.1). GRPO needs several
     #: prompts per class: with 220 (10-21 per class) 300 steps learned their label draws and lost 8.6 points of
