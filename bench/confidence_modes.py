@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""What greedy decoding states as the confidence, against the confidence the model's distribution holds.
+
+A confidence like ``0.62`` is written one digit per token (the tiny tokenizer, like Qwen's, splits numbers into
+digits), so greedy decoding picks the most likely *tenths digit*, then the most likely hundredths digit after it.
+When the model spreads a low confidence over 0.5x and 0.6x and puts a smaller but undivided mass on 0.9x, greedy
+states 0.9x although most of the mass, and the mean, are far lower. This prints, per task and image class (SynthEmo's
+``meta.mix.primary``), over up to ``--per-class`` greedy predictions of one evaluation: the mean stated
+confidence, the mean of the model's distribution over the two-digit value after the same reasoning and answer, and
+the mean tenths-digit distribution. Nothing else in the project reads the confidence's distribution; this is a
+diagnostic for docs/demo.md.
+
+Example: python bench/confidence_modes.py --model runs/demo/stage3 --eval runs/demo/eval/stage3 \\
+             --image-root runs/demo/data --classes awe,fear,excitement
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from emocaliber.evaluation import PREDICTIONS_FILE
+from emocaliber.generation import record_request, render_prompt
+from emocaliber.modeling import load_model_and_processor
+from emocaliber.records import Record
+
+OPEN = "<confidence>0."
+
+
+def value_distribution(model, processor, prefix: str, images: list) -> tuple[np.ndarray, float]:
+    """The tenths-digit distribution after ``prefix`` (which ends in ``<confidence>0.``) and the mean value.
+
+    One batch of ten sequences, ``prefix + d`` for each digit d: the second-to-last position gives P(d), the
+    last P(next | d) over the ten digits and the closing tag (``0.6</confidence>`` is 0.6). Mass on any other
+    token is left out and the rest renormalised.
+    """
+    import torch
+
+    tok = processor.tokenizer
+    digits = [tok.convert_tokens_to_ids(str(d)) for d in range(10)]
+    close = tok.convert_tokens_to_ids("</")
+    texts = [prefix + str(d) for d in range(10)]
+    with torch.inference_mode():
+        inputs = processor(text=texts, images=images * 10, padding=True, return_tensors="pt")
+        probs = torch.softmax(model(**inputs).logits[:, -2:].float(), dim=-1)
+    tenths = probs[0, 0, digits].numpy()
+    tenths = tenths / tenths.sum()
+    mean = 0.0
+    for d in range(10):
+        nxt = probs[d, 1, digits].numpy()
+        z = nxt.sum() + float(probs[d, 1, close])
+        mean += tenths[d] * (d / 10 + float(nxt @ np.arange(10)) / 100 / z)
+    return tenths, mean
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, type=Path, help="the checkpoint that wrote the predictions")
+    p.add_argument("--eval", required=True, type=Path, help="its eval/run_vecbench.py directory (greedy)")
+    p.add_argument("--image-root", required=True, type=Path)
+    p.add_argument("--classes", default=None, help="comma-separated primary emotions (default: all)")
+    p.add_argument("--per-class", type=int, default=30, help="predictions per task and class (default 30)")
+    args = p.parse_args()
+    classes = set(args.classes.split(",")) if args.classes else None
+    model, processor = load_model_and_processor(args.model, padding_side="left")
+    model.eval()
+    taken, skipped = Counter(), Counter()
+    cells: dict[tuple[str, str], list[tuple[float, float, np.ndarray]]] = defaultdict(list)
+    with open(args.eval / PREDICTIONS_FILE, encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            record = Record.from_dict(row["record"])
+            mix = record.meta.get("mix") or {}
+            key = (record.task, mix.get("primary"))
+            if key[1] is None or (classes and key[1] not in classes) or taken[key] >= args.per_class:
+                continue
+            response = row.get("response") or ""
+            at = response.rfind(OPEN)
+            if at < 0:
+                skipped["no '<confidence>0.' in the response"] += 1
+                continue
+            try:
+                stated = float(response[at + len("<confidence>"):].split("<", 1)[0])
+            except ValueError:
+                skipped["stated value not a number"] += 1
+                continue
+            request = record_request(record, image_root=args.image_root)
+            prefix = render_prompt(processor, request) + response[: at + len(OPEN)]
+            tenths, mean = value_distribution(model, processor, prefix, request.images)
+            cells[key].append((stated, mean, tenths))
+            taken[key] += 1
+    print(f"{args.model} on {args.eval}: stated (greedy) / mean of the model's distribution / tenths digit")
+    for (task, primary), rows in sorted(cells.items()):
+        stated = np.mean([r[0] for r in rows])
+        mean = np.mean([r[1] for r in rows])
+        tenths = np.mean([r[2] for r in rows], axis=0)
+        spread = " ".join(f"{d}:{tenths[d]:.2f}" for d in range(10) if tenths[d] >= 0.03)
+        print(f"  {task:15s} {primary:12s} n={len(rows):3d}  stated {stated:.2f}  mean {mean:.2f}  {spread}")
+    if skipped:
+        print("skipped:", dict(skipped))
+
+
+if __name__ == "__main__":
+    main()
