@@ -60,9 +60,6 @@ class DemoSettings:
     target_neighbours: int = 25
     stage1_epochs: float = 2.0
     stage2_epochs: float = 6.0
-    #: What the stage-2 loss covers: "completion" (the paper) or "confidence", only what follows </answer>
-    #: (emocaliber.train.sft.ConfidenceOnlyLoss).
-    stage2_loss_on: str = "completion"
     stage3_steps: int = 300
     #: GRPO (docs/demo.md): a third of recipes/tiny/stage3.yaml's rate (3e-4 broke the format and cost 8 points
     #: of accuracy); one prompt with 16 completions per step instead of 2 x 8, and a KL weight of 0.1: with
@@ -174,8 +171,7 @@ class Pipeline:
         steps.append(("stage2", *script("recipes/stage2_sft.py", [
             "--config", str(REPO / "recipes/tiny/stage2.yaml"), "--model_name_or_path", str(o / "stage1"),
             "--train_file", str(o / "targets" / "stage2.jsonl"), "--image_root", str(data),
-            "--output_dir", str(o / "stage2"), "--num_train_epochs", str(s.stage2_epochs), "--loss_on", s.stage2_loss_on,
-            "--seed", seed])))
+            "--output_dir", str(o / "stage2"), "--num_train_epochs", str(s.stage2_epochs), "--seed", seed])))
         steps.append(("stage3", *script("recipes/stage3_grpo.py", [
             "--config", str(REPO / "recipes/tiny/stage3.yaml"), "--model_name_or_path", str(o / "stage2"),
             "--train_file", str(cot / "stage3.jsonl"), "--image_root", str(data), "--output_dir", str(o / "stage3"),
@@ -214,7 +210,6 @@ def _build_base(out: Path, seed: int) -> None:
 def add_demo_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from emocaliber.argtypes import whole_number
     from emocaliber.corpora import DEFINITIONS
-    from emocaliber.train.configs import LOSS_ON
 
     d = DemoSettings()
     p.add_argument("--out", default=d.out, help="run directory (default %(default)s)")
@@ -227,9 +222,6 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="stage-2 confidence target (data_prep/build_confidence_targets.py; default %(default)s)")
     p.add_argument("--target-neighbours", type=whole_number(1), default=d.target_neighbours,
                    help="records per neighbourhood of the local_accuracy target (default %(default)s)")
-    p.add_argument("--stage2-loss-on", choices=LOSS_ON, default=d.stage2_loss_on,
-                   help="what the stage-2 loss covers: the whole response or only the confidence that follows the "
-                        "answer (default %(default)s)")
     p.add_argument("--stage3-steps", type=int, default=d.stage3_steps, help="GRPO steps (default %(default)s)")
     p.add_argument("--eval-temperature", type=float, default=d.eval_temperature,
                    help="decoding temperature of the evaluation, 0 = greedy (default %(default)s; the paper: 0.7)")
@@ -244,7 +236,7 @@ def run_demo(args: argparse.Namespace, prog: str = "emocaliber demo") -> int:
     else:
         settings = DemoSettings(out=args.out, seed=args.seed, n_train=args.n_train, n_test=args.n_test,
                                 samples=args.samples, target=args.target, target_neighbours=args.target_neighbours,
-                                stage2_loss_on=args.stage2_loss_on, stage3_steps=args.stage3_steps, eval_temperature=args.eval_temperature)
+                                stage3_steps=args.stage3_steps, eval_temperature=args.eval_temperature)
     settings.force = args.force
     try:
         Pipeline(settings).run()

@@ -77,27 +77,6 @@ def test_loss_covers_exactly_the_completion_and_its_end_token(tiny_model_dir, wo
         assert not bool((supervised & ~mask).any()), "padding is never supervised"
 
 
-def test_confidence_only_loss_supervises_what_follows_the_answer(tiny_model_dir, world, tmp_path):
-    data_args = _data_args(world, "stage2", loss_on="confidence")
-    trainer = build_trainer(_model_args(tiny_model_dir), data_args, sft_config(tmp_path), stage="stage2")
-    records = read_records(world["stage2"])[:3]
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
-    tok = trainer.processing_class.tokenizer
-    for i, record in enumerate(records):
-        labels = batch["labels"][i]
-        supervised = tok.decode(labels[labels != -100].tolist())
-        tail = f"<confidence>{record.confidence:.2f}</confidence><|im_end|>\n"
-        # The first supervised token may carry the end of "</answer>" with it (the tokenizer decides); it is the
-        # one that says a confidence follows, so it is kept.
-        assert supervised.endswith(tail) and "</answer>".endswith(supervised[: -len(tail)]), supervised
-        positions = (labels != -100).nonzero().flatten()
-        assert bool((positions.diff() == 1).all())
-    with pytest.raises(ConfigError, match="loss_on must be one of"):
-        DataArgs(train_file="t.jsonl", with_confidence=True, loss_on="answer")
-    with pytest.raises(ConfigError, match="loss_on: confidence needs with_confidence"):
-        DataArgs(train_file="t.jsonl", loss_on="confidence")
-
-
 # ---------------------------------------------------------------------------------------------- data
 
 

@@ -103,9 +103,6 @@ class ModelArgs:
         return kwargs
 
 
-LOSS_ON = ("completion", "confidence")
-
-
 @dataclass
 class DataArgs:
     """Which records to train (and evaluate) on, and how they become prompts.
@@ -125,11 +122,6 @@ class DataArgs:
     system_prompt: str | None = field(
         default=SYSTEM_PROMPT, metadata={"help": "System message of every prompt; empty or null leaves it out (the "
                                                  "Qwen2.5-VL chat template then writes its own default)."})
-    loss_on: str = field(
-        default="completion", metadata={"help": "'completion': the loss covers the whole response; 'confidence': only "
-                                                "what follows </answer> (the confidence and the end of the turn), so "
-                                                "stage 2 teaches the confidence and leaves reasoning and answer as "
-                                                "stage 1 wrote them (emocaliber.train.sft.ConfidenceOnlyLoss)."})
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Use only the first N training records (after skipping bad ones)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation records."})
@@ -143,11 +135,6 @@ class DataArgs:
     def __post_init__(self) -> None:
         if not self.train_file:
             raise ConfigError("train_file is empty; set it to a records file (JSON Lines)")
-        if self.loss_on not in LOSS_ON:
-            raise ConfigError(f"loss_on must be one of {LOSS_ON}, got {self.loss_on!r}")
-        if self.loss_on == "confidence" and not self.with_confidence:
-            raise ConfigError("loss_on: confidence needs with_confidence: true (there is nothing after the answer "
-                              "to learn otherwise)")
         for name in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):

@@ -127,36 +127,6 @@ def freeze_vision(model: Any, *, tower: bool, merger: bool) -> dict[str, int]:
     return counts
 
 
-class ConfidenceOnlyLoss:
-    """Wraps TRL's collator so that the loss covers only what follows ``</answer>``: the confidence tag, its value
-    and the end of the turn.
-
-    Why: on a small stage-2 pool, a loss over the whole response also teaches the pool's label draws. On the demo
-    (seed 0), six epochs on 24 VER awe records, 11 labelled awe and 11 fear, turned every "awe" answer of stage 1
-    into "fear" (docs/demo.md). The confidence targets describe the stage-1 model's answers, so stage 2 only has
-    to add the confidence. Its two or three value tokens are then the whole loss, not 2% of it.
-    """
-
-    def __init__(self, collator: Any, tokenizer: Any, marker: str = "</answer>") -> None:
-        self.collator, self.tokenizer, self.marker = collator, tokenizer, marker
-
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = self.collator(examples)
-        labels = batch["labels"]
-        for row in range(labels.shape[0]):
-            positions = (labels[row] != -100).nonzero().flatten().tolist()
-            pieces = [self.tokenizer.decode([int(labels[row, j])]) for j in positions]
-            end = "".join(pieces).rfind(self.marker)
-            # Without an answer tag nothing is known to follow an answer: the record teaches nothing here.
-            end = len("".join(pieces)) if end < 0 else end + len(self.marker)
-            seen = 0
-            for j, piece in zip(positions, pieces):
-                seen += len(piece)
-                if seen <= end:
-                    labels[row, j] = -100
-        return batch
-
-
 def build_trainer(
     model_args: ModelArgs,
     data_args: DataArgs,
@@ -210,8 +180,6 @@ def build_trainer(
     trainer = EmoCaliberSFTTrainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=processor,
         peft_config=peft_config, callbacks=[SelfContainedCheckpointCallback(info), *(callbacks or [])])
-    if data_args.loss_on == "confidence":
-        trainer.data_collator = ConfidenceOnlyLoss(trainer.data_collator, processor.tokenizer)
     info["distributed"] = distributed_info(trainer.accelerator)
     trainer.emocaliber_info = info
     return trainer
