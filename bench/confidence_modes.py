@@ -7,8 +7,9 @@ When the model spreads a low confidence over 0.5x and 0.6x and puts a smaller bu
 states 0.9x although most of the mass, and the mean, are far lower. This prints, per task and image class (SynthEmo's
 ``meta.mix.primary``), over up to ``--per-class`` greedy predictions of one evaluation: the mean stated
 confidence, the mean of the model's distribution over the two-digit value after the same reasoning and answer, and
-the mean tenths-digit distribution. Nothing else in the project reads the confidence's distribution; this is a
-diagnostic for docs/demo.md.
+the mean tenths-digit distribution. Then, per task group over the same predictions, ECE and AUROC of the stated
+confidence against those of the mean (with ``--per-class 1000`` on the demo: every test prediction). Nothing else
+in the project reads the confidence's distribution; this is a diagnostic for docs/demo.md.
 
 Example: python bench/confidence_modes.py --model runs/demo/stage3 --eval runs/demo/eval/stage3 \\
              --image-root runs/demo/data --classes awe,fear,excitement
@@ -25,8 +26,11 @@ import numpy as np
 
 from emocaliber.evaluation import PREDICTIONS_FILE
 from emocaliber.generation import record_request, render_prompt
+from emocaliber.metrics import auroc, ece
 from emocaliber.modeling import load_model_and_processor
+from emocaliber.parsing import parse_response
 from emocaliber.records import Record
+from emocaliber.tasks import get_task
 
 OPEN = "<confidence>0."
 
@@ -70,6 +74,7 @@ def main() -> None:
     model.eval()
     taken, skipped = Counter(), Counter()
     cells: dict[tuple[str, str], list[tuple[float, float, np.ndarray]]] = defaultdict(list)
+    groups: dict[str, list[tuple[float, float, bool]]] = defaultdict(list)
     with open(args.eval / PREDICTIONS_FILE, encoding="utf-8") as f:
         for line in f:
             row = json.loads(line)
@@ -83,15 +88,16 @@ def main() -> None:
             if at < 0:
                 skipped["no '<confidence>0.' in the response"] += 1
                 continue
-            try:
-                stated = float(response[at + len("<confidence>"):].split("<", 1)[0])
-            except ValueError:
-                skipped["stated value not a number"] += 1
+            parsed = parse_response(response, record.candidates)
+            if parsed.label is None or parsed.confidence is None:
+                skipped["no label or confidence parsed"] += 1
                 continue
+            stated = parsed.confidence
             request = record_request(record, image_root=args.image_root)
             prefix = render_prompt(processor, request) + response[: at + len(OPEN)]
             tenths, mean = value_distribution(model, processor, prefix, request.images)
             cells[key].append((stated, mean, tenths))
+            groups[get_task(record.task).group].append((stated, float(mean), parsed.label == record.ground_truth))
             taken[key] += 1
     print(f"{args.model} on {args.eval}: stated (greedy) / mean of the model's distribution / tenths digit")
     for (task, primary), rows in sorted(cells.items()):
@@ -100,6 +106,12 @@ def main() -> None:
         tenths = np.mean([r[2] for r in rows], axis=0)
         spread = " ".join(f"{d}:{tenths[d]:.2f}" for d in range(10) if tenths[d] >= 0.03)
         print(f"  {task:15s} {primary:12s} n={len(rows):3d}  stated {stated:.2f}  mean {mean:.2f}  {spread}")
+    print("per group (x100): accuracy, then ECE / AUROC of the stated confidence and of the mean")
+    for group, items in sorted(groups.items()):
+        stated_c, mean_c, right = (np.array(v) for v in zip(*items))
+        print(f"  {group:10s} n={len(right):4d}  accuracy {100 * right.mean():.1f}"
+              f"  stated {100 * ece(stated_c, right):.1f}"
+              f" / {100 * auroc(stated_c, right):.1f}  mean {100 * ece(mean_c, right):.1f} / {100 * auroc(mean_c, right):.1f}")
     if skipped:
         print("skipped:", dict(skipped))
 
