@@ -32,7 +32,7 @@ from emocaliber.records import read_records
 from emocaliber.train.checkpoint import INFO_FILE, merge_lora, missing_parts
 from emocaliber.train.configs import ConfigError, DataArgs, ModelArgs, parse_args_and_config
 from emocaliber.train.data import DataError, load_split, records_to_dataset
-from emocaliber.train.sft import build_trainer, resolve_resume, run_sft
+from emocaliber.train.sft import build_trainer, confidence_token_weights, resolve_resume, run_sft
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,39 @@ def test_loss_covers_exactly_the_completion_and_its_end_token(tiny_model_dir, wo
         assert tok.decode(prompt_ids).endswith("<|im_start|>assistant\n")
         assert int((prompt_ids == image_pad).sum()) > 0  # the image tokens are in the (unsupervised) prompt
         assert not bool((supervised & ~mask).any()), "padding is never supervised"
+
+
+def test_confidence_loss_weight_scales_only_what_follows_the_answer(tiny_model_dir, world, tmp_path):
+    trainer = build_trainer(_model_args(tiny_model_dir), _data_args(world, "stage2", confidence_loss_weight=10.0),
+                            sft_config(tmp_path), stage="stage2")
+    assert trainer.confidence_loss_weight == 10.0
+    records = read_records(world["stage2"])[:3]
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
+    tok = trainer.processing_class.tokenizer
+    weights = confidence_token_weights(batch["labels"], tok, 10.0)
+    for i, record in enumerate(records):
+        labels = batch["labels"][i]
+        heavy = tok.decode(labels[weights[i] == 10.0].tolist())
+        tail = f"<confidence>{record.confidence:.2f}</confidence><|im_end|>\n"
+        # The first weighted token may carry the end of "</answer>" with it (the tokenizer decides), but it must
+        # reach past it: no token wholly inside the marker is weighted.
+        inside = heavy[: -len(tail)]
+        first = tok.decode(labels[weights[i] == 10.0][:1].tolist())
+        assert heavy.endswith(tail) and "</answer>".endswith(inside) and len(inside) < len(first), heavy
+        assert bool((labels[weights[i] == 10.0] != -100).all()), "only supervised tokens are weighted"
+    # Weight 1 through the weighted path is TRL's own loss; weight 10 adds 9 x the confidence tokens' share.
+    trainer.model.eval()
+    trainer.confidence_loss_weight = 1.0  # compute_loss is then TRL's
+    with torch.no_grad():
+        trl_loss = trainer.compute_loss(trainer.model, dict(batch))
+        same, _ = trainer.weighted_loss(trainer.model, dict(batch), 1.0)
+        heavier, _ = trainer.weighted_loss(trainer.model, dict(batch), 10.0)
+    assert abs(float(same) - float(trl_loss)) < 1e-4 * float(trl_loss)
+    assert float(heavier) > float(same)
+    with pytest.raises(ConfigError, match="confidence_loss_weight must be > 0"):
+        DataArgs(train_file="t.jsonl", with_confidence=True, confidence_loss_weight=0.0)
+    with pytest.raises(ConfigError, match="needs with_confidence"):
+        DataArgs(train_file="t.jsonl", confidence_loss_weight=10.0)
 
 
 # ---------------------------------------------------------------------------------------------- data

@@ -122,6 +122,10 @@ class DataArgs:
     system_prompt: str | None = field(
         default=SYSTEM_PROMPT, metadata={"help": "System message of every prompt; empty or null leaves it out (the "
                                                  "Qwen2.5-VL chat template then writes its own default)."})
+    confidence_loss_weight: float = field(
+        default=1.0, metadata={"help": "Stage 2: weight of the loss on the tokens after </answer> (the confidence "
+                                       "and the end of the turn) against 1 for the reasoning and answer "
+                                       "(emocaliber.train.sft.confidence_token_weights)."})
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Use only the first N training records (after skipping bad ones)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation records."})
@@ -135,6 +139,11 @@ class DataArgs:
     def __post_init__(self) -> None:
         if not self.train_file:
             raise ConfigError("train_file is empty; set it to a records file (JSON Lines)")
+        if not self.confidence_loss_weight > 0:
+            raise ConfigError(f"confidence_loss_weight must be > 0, got {self.confidence_loss_weight!r}")
+        if self.confidence_loss_weight != 1.0 and not self.with_confidence:
+            raise ConfigError("confidence_loss_weight needs with_confidence: true (nothing follows the answer "
+                              "otherwise)")
         for name in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):

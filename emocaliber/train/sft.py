@@ -48,12 +48,66 @@ class EmoCaliberSFTTrainer(ModelCardMixin, ResumeMixin, SFTTrainer):
     ``train_sampling_strategy: group_by_length`` needs; the collator ignores the extra key.
     """
 
+    #: Set by :func:`build_trainer` from ``DataArgs.confidence_loss_weight``; 1.0 leaves TRL's loss alone.
+    confidence_loss_weight: float = 1.0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.confidence_loss_weight == 1.0:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss, outputs = self.weighted_loss(model, inputs, self.confidence_loss_weight, num_items_in_batch)
+        return (loss, outputs) if return_outputs else loss
+
+    def weighted_loss(self, model, inputs, weight: float, num_items_in_batch=None) -> tuple[Any, Any]:
+        """TRL's token-mean cross-entropy with the tokens after ``</answer>`` weighted by ``weight``.
+
+        TRL's fused loss takes no per-token weights, so the logits are built here; TRL's entropy and token-accuracy
+        logs are then not written.
+        """
+        import torch
+
+        labels = inputs["labels"]
+        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False)
+        target = labels[:, 1:]
+        token_loss = torch.nn.functional.cross_entropy(
+            outputs.logits[:, :-1].float().transpose(1, 2), target, ignore_index=-100, reduction="none")
+        weights = confidence_token_weights(labels, self.processing_class.tokenizer, weight)[:, 1:]
+        count = num_items_in_batch if num_items_in_batch is not None else (target != -100).sum()
+        loss = (token_loss * weights.to(token_loss.device)).sum() / torch.as_tensor(count).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # as TRL: DDP averages the gradients across ranks
+        return loss, outputs
+
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
         if self.args.train_sampling_strategy in _LENGTH_SAMPLERS and self._is_vision_dataset:
             name = self.args.length_column_name
             if name not in self._signature_columns:
                 self._signature_columns = [*self._signature_columns, name]
+
+
+def confidence_token_weights(labels: Any, tokenizer: Any, weight: float, marker: str = "</answer>") -> Any:
+    """Per-token loss weights: ``weight`` on the supervised tokens after ``marker``, 1 elsewhere.
+
+    Why: the confidence's two or three value tokens are about 2% of a stage-2 response's loss. On the demo they
+    learned a distribution wide enough for greedy decoding to flip between its modes (docs/demo.md). Training on
+    them alone broke the format (commit 1c86cd0), so they are weighted, not isolated. A token that straddles the
+    marker counts as after it.
+    """
+    import torch
+
+    weights = torch.ones(labels.shape, dtype=torch.float32)
+    for row in range(labels.shape[0]):
+        positions = (labels[row] != -100).nonzero().flatten().tolist()
+        pieces = [tokenizer.decode([int(labels[row, j])]) for j in positions]
+        end = "".join(pieces).rfind(marker)
+        if end < 0:
+            continue
+        end, seen = end + len(marker), 0
+        for j, piece in zip(positions, pieces):
+            seen += len(piece)
+            if seen > end:
+                weights[row, j] = weight
+    return weights
 
 
 def setup_logging(training_args: SFTConfig) -> None:
@@ -180,6 +234,7 @@ def build_trainer(
     trainer = EmoCaliberSFTTrainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=processor,
         peft_config=peft_config, callbacks=[SelfContainedCheckpointCallback(info), *(callbacks or [])])
+    trainer.confidence_loss_weight = data_args.confidence_loss_weight
     info["distributed"] = distributed_info(trainer.accelerator)
     trainer.emocaliber_info = info
     return trainer
