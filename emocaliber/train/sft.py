@@ -88,7 +88,7 @@ class EmoCaliberSFTTrainer(ModelCardMixin, ResumeMixin, SFTTrainer):
 def confidence_token_weights(labels: Any, tokenizer: Any, weight: float, marker: str = "</answer>") -> Any:
     """Per-token loss weights: ``weight`` on the supervised tokens after ``marker``, 1 elsewhere.
 
-    Why: the confidence's two or three value tokens are about 2% of a stage-2 response's loss. On the demo they
+    Why: the confidence's two value digits are 2 of about 80 supervised tokens of a demo response. On the demo they
     learned a distribution wide enough for greedy decoding to flip between its modes (docs/demo.md). Training on
     them alone broke the format (commit 1c86cd0), so they are weighted, not isolated. A token that straddles the
     marker counts as after it.
