@@ -104,6 +104,9 @@ def test_confidence_loss_weight_scales_only_what_follows_the_answer(tiny_model_d
         heavier, _ = trainer.weighted_loss(trainer.model, dict(batch), 10.0)
     assert abs(float(same) - float(trl_loss)) < 1e-4 * float(trl_loss)
     assert float(heavier) > float(same)
+    trainer.confidence_loss_weight = 10.0  # and the trainer's own loss is then the weighted one
+    with torch.no_grad():
+        assert float(trainer.compute_loss(trainer.model, dict(batch))) == pytest.approx(float(heavier), rel=1e-5)
     with pytest.raises(ConfigError, match="confidence_loss_weight must be > 0"):
         DataArgs(train_file="t.jsonl", with_confidence=True, confidence_loss_weight=0.0)
     with pytest.raises(ConfigError, match="needs with_confidence"):
