@@ -50,12 +50,13 @@ def _config(out: Path, **kw) -> GRPOConfig:
                       scale_rewards="none", **kw)
 
 
-@pytest.mark.parametrize("credit_weight", [None, 1.0])
+@pytest.mark.parametrize(("credit", "credit_weight"),
+                         [("calibration", None), ("calibration", 1.0), ("confidence_only", 1.0)])
 def test_trainer_gives_the_confidence_tokens_the_calibration_advantage(tiny_model_dir, train_file, tmp_path,
-                                                                        credit_weight):
+                                                                        credit, credit_weight):
     trainer = build_trainer(ModelArgs(str(tiny_model_dir), dtype="float32"),
                             DataArgs(str(train_file), with_confidence=True),
-                            GRPOScriptArgs(confidence_credit="calibration", confidence_credit_weight=credit_weight),
+                            GRPOScriptArgs(confidence_credit=credit, confidence_credit_weight=credit_weight),
                             _config(tmp_path))
     trainer.model.train()
     row = trainer.train_dataset[0]
@@ -89,8 +90,10 @@ def test_trainer_gives_the_confidence_tokens_the_calibration_advantage(tiny_mode
         pieces = [tokenizer.decode([t]) for t in r]
         span = value_span_mask(pieces)
         assert "".join(p for p, m in zip(pieces, span) if m) == texts[i].split("<confidence>")[1].split("<")[0]
+        # Under confidence_only every other token (the answer, the reasoning, padding) has no advantage.
+        rest = full[i] if credit == "calibration" else 0.0
         for j in range(width):
-            want = expected_cal[i] if j < len(r) and span[j] else full[i]
+            want = expected_cal[i] if j < len(r) and span[j] else rest
             assert out[i, j].item() == pytest.approx(float(want), abs=1e-6)
 
 

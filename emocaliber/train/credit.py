@@ -7,8 +7,8 @@ calibration signal under the default weights. On SynthEmo that noise made the co
 upward and the ranking degrade (docs/demo.md). With ``confidence_credit: calibration`` the tokens of the confidence
 value get the calibration term's own advantage, centred over the completions the term scored (a broken format
 gets the rule's worst score; centring over it would reward whatever confidence the well-formed completions state,
-which sharpens the confidence toward its mode); every other token keeps the full one. TRL's loss accepts
-per-token advantages of shape (B, T).
+which sharpens the confidence toward its mode); every other token keeps the full one, or none under
+``confidence_only`` (emocaliber.train.grpo.CREDITS). TRL's loss accepts per-token advantages of shape (B, T).
 """
 
 from __future__ import annotations

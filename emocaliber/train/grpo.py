@@ -56,6 +56,10 @@ logger = logging.getLogger(__name__)
 
 #: A stated confidence below this counts as "low" (calibration.md 3.2: the sandbagging signature).
 LOW_CONFIDENCE = 0.1
+#: ``confidence_credit`` values: TRL's sequence credit; the confidence tokens learn from the calibration term alone
+#: (``calibration``); and the same with every other token's advantage set to 0 (``confidence_only``), so stage 3
+#: calibrates the stated confidence while only the KL term moves the reasoning and the answer.
+CREDITS = ("sequence", "calibration", "confidence_only")
 
 
 @dataclass
@@ -75,12 +79,14 @@ class GRPOScriptArgs:
     rollout_ece_bins: int = field(default=10, metadata={"help": "Equal-width bins of the running ECE."})
     confidence_credit: str = field(
         default="sequence", metadata={"help": "Advantage of the tokens of the stated confidence: 'sequence' (TRL's, "
-                                              "the completion's own) or 'calibration' (the calibration term's alone; "
-                                              "emocaliber.train.credit says why)."})
+                                              "the completion's own), 'calibration' (the calibration term's alone; "
+                                              "emocaliber.train.credit says why) or 'confidence_only' (the same, and "
+                                              "no advantage on any other token: only the KL term moves the answer)."})
     confidence_credit_weight: float | None = field(
-        default=None, metadata={"help": "Under confidence_credit: calibration, the weight of the calibration score on "
-                                        "the confidence tokens (default: the term's reward weight). The answer "
-                                        "tokens keep the full reward, so this weight cannot reward sandbagging; "
+        default=None, metadata={"help": "Under confidence_credit calibration or confidence_only, the weight of the "
+                                        "calibration score on the confidence tokens (default: the term's reward "
+                                        "weight). The answer tokens never see this weight, so it cannot reward "
+                                        "sandbagging; "
                                         "a proper score's optimum does not depend on its scale, so it only sets "
                                         "how fast the confidence moves."})
 
@@ -93,12 +99,12 @@ class GRPOScriptArgs:
                               f"{', '.join(REWARDS)}")
         if self.rollout_window < 1 or self.rollout_ece_bins < 1:
             raise ConfigError("rollout_window and rollout_ece_bins must be >= 1")
-        if self.confidence_credit not in ("sequence", "calibration"):
-            raise ConfigError(f"confidence_credit must be 'sequence' or 'calibration', got {self.confidence_credit!r}")
+        if self.confidence_credit not in CREDITS:
+            raise ConfigError(f"confidence_credit must be one of {', '.join(CREDITS)}, got {self.confidence_credit!r}")
         if self.confidence_credit_weight is not None and (
-                self.confidence_credit != "calibration" or not self.confidence_credit_weight > 0):
-            raise ConfigError(f"confidence_credit_weight must be > 0 and needs confidence_credit: calibration, got "
-                              f"{self.confidence_credit_weight!r} with {self.confidence_credit!r}")
+                self.confidence_credit == "sequence" or not self.confidence_credit_weight > 0):
+            raise ConfigError(f"confidence_credit_weight must be > 0 and needs confidence_credit calibration or "
+                              f"confidence_only, got {self.confidence_credit_weight!r} with {self.confidence_credit!r}")
 
 
 # --- reward wiring ---------------------------------------------------------------------------------------------
@@ -234,7 +240,7 @@ class EmoCaliberGRPOTrainer(ModelCardMixin, ResumeMixin, GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
-        if self.confidence_credit == "calibration" and self.model.training:
+        if self.confidence_credit != "sequence" and self.model.training:
             output["advantages"] = self._calibration_credit(output)
         return output
 
@@ -258,7 +264,10 @@ class EmoCaliberGRPOTrainer(ModelCardMixin, ResumeMixin, GRPOTrainer):
         for row, (seq, m) in enumerate(zip(ids.tolist(), mask.tolist(), strict=True)):
             pieces = [tokenizer.decode([t]) for t, keep in zip(seq, m, strict=True) if keep]
             spans[row, :len(pieces)] = torch.tensor(value_span_mask(pieces), dtype=torch.bool)
-        return token_advantages(output["advantages"], calibration[local].to(ids.device), spans)
+        full = output["advantages"]
+        if self.confidence_credit == "confidence_only":
+            full = torch.zeros_like(full)
+        return token_advantages(full, calibration[local].to(ids.device), spans)
 
     def evaluate(self, *args: Any, **kwargs: Any):
         self.rollout_monitors["eval"].reset()  # each evaluation reports its own ECE
@@ -335,12 +344,12 @@ def build_trainer(
     funcs, weights = reward_wiring(script_args.reward_funcs, training_args.reward_weights,
                                    split_components=script_args.split_reward_components)
     training_args.reward_weights = weights
-    if script_args.confidence_credit == "calibration":
+    if script_args.confidence_credit != "sequence":
         if not any(f.__name__.startswith("calibration_reward") for f in funcs):
-            raise ConfigError("confidence_credit: calibration needs a calibration term among the rewards (e.g. "
-                              "calibrated_log with split_reward_components: true)")
+            raise ConfigError(f"confidence_credit: {script_args.confidence_credit} needs a calibration term among the "
+                              "rewards (e.g. calibrated_log with split_reward_components: true)")
         if training_args.scale_rewards != "none" or training_args.multi_objective_aggregation != "sum_then_normalize":
-            raise ConfigError("confidence_credit: calibration needs scale_rewards: none and "
+            raise ConfigError(f"confidence_credit: {script_args.confidence_credit} needs scale_rewards: none and "
                               "multi_objective_aggregation: sum_then_normalize")
     logger.info("rewards passed to GRPOTrainer: %s", ", ".join(f"{w:g} x {f.__name__}" for f, w in zip(funcs, weights)))
 
