@@ -80,8 +80,10 @@ class DemoSettings:
 
     @classmethod
     def quick(cls, out: str, seed: int = 0) -> DemoSettings:
-        # 450 images per task leave 180 stage-2 records; with 120 the quick stage 2 stated no confidence.
-        return cls(out=out, seed=seed, n_train=450, n_test=40, samples=4, stage1_epochs=4.0, stage2_epochs=4.0,
+        # 450 images per task leave 180 stage-2 records; with 120 the quick stage 2 stated no confidence. With 4
+        # stage-2 epochs no stage-3 rollout parsed, so GRPO had no advantage to learn from (only float noise moved
+        # the weights); 8 give rollouts with a readable, varied confidence.
+        return cls(out=out, seed=seed, n_train=450, n_test=40, samples=4, stage1_epochs=4.0, stage2_epochs=8.0,
                    stage3_steps=6, n_bootstrap=20)
 
 
