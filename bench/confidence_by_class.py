@@ -5,7 +5,9 @@ A group's ECE says how far the stated confidence is from the accuracy, not where
 model's confidence depends on the class it reads from the colour (docs/demo.md), so this prints, per task and
 per dominant emotion of the image (``meta.mix.primary``), the accuracy and the mean stated confidence of each
 evaluation's predictions next to the oracle's mean confidence, plus each task's ECE and AUROC over
-the items that state a confidence (the project's metrics, as in the report).
+the items that state a confidence (the project's metrics, as in the report) and those of the class oracle, which
+answers the oracle's label with its class's mean oracle confidence: the best a model that reads the class, not
+the blend, can reach.
 
 Example: python bench/confidence_by_class.py runs/demo/eval/stage2 runs/demo/eval/stage3
 """
@@ -24,8 +26,9 @@ from emocaliber.report import load_rows, parse_rows
 
 
 def by_class(predictions: Path) -> tuple[dict[str, dict[str, tuple[list, list, list]]], int]:
-    """``{task: {primary: (confidences, correct, oracle confidences)}}`` over the rows that state a confidence,
-    read and judged by the report's own parser, and how many rows were skipped (unreadable or without one)."""
+    """``{task: {primary: (confidences, correct, oracle confidences, oracle correct)}}`` over the rows that state a
+    confidence, read and judged by the report's own parser, and how many rows were skipped (unreadable or without
+    one)."""
     rows, _, unreadable = load_rows(predictions)
     parsed = parse_rows(rows)
     primary = {}
@@ -34,7 +37,7 @@ def by_class(predictions: Path) -> tuple[dict[str, dict[str, tuple[list, list, l
         mix = record.get("meta", {}).get("mix") if isinstance(record, dict) else None
         if isinstance(mix, dict):
             primary[record.get("id")] = mix.get("primary")
-    out: dict = defaultdict(lambda: defaultdict(lambda: ([], [], [])))
+    out: dict = defaultdict(lambda: defaultdict(lambda: ([], [], [], [])))
     skipped = len(unreadable) + len(parsed.skipped)
     for rid, task, pred, truth, conf in zip(parsed.record_ids, parsed.tasks, parsed.predictions, parsed.truths,
                                             parsed.confidences, strict=True):
@@ -44,7 +47,9 @@ def by_class(predictions: Path) -> tuple[dict[str, dict[str, tuple[list, list, l
         cell = out[task][primary[rid]]
         cell[0].append(conf)
         cell[1].append(pred == truth)
-        cell[2].append(parsed.oracle[rid][3] if rid in parsed.oracle else float("nan"))
+        _, gold, label, oracle_conf = parsed.oracle.get(rid, (None, None, None, float("nan")))
+        cell[2].append(oracle_conf)
+        cell[3].append(label is not None and label == gold)
     return out, skipped
 
 
@@ -63,11 +68,17 @@ def main() -> None:
         print(f"{d}  (accuracy / mean stated confidence / oracle's mean confidence; {skipped} rows skipped: "
               "unreadable, without a confidence or not SynthEmo)")
         for task, classes in sorted(classes_by_task.items()):
-            conf = np.concatenate([c for c, _, _ in classes.values()])
-            right = np.concatenate([r for _, r, _ in classes.values()]).astype(bool)
+            conf = np.concatenate([c for c, *_ in classes.values()])
+            right = np.concatenate([r for _, r, *_ in classes.values()]).astype(bool)
             print(f"  {task}: n={len(conf)} accuracy={right.mean():.3f} confidence={conf.mean():.3f} "
                   f"ECE={ece(conf, right):.3f} AUROC={auroc(conf, right):.3f}")
-            for primary, (c, r, o) in sorted(classes.items()):
+            # The best a model can do that reads the class and not the blend: the oracle's label, stated with
+            # its class's mean oracle confidence.
+            stated = np.concatenate([np.full(len(o), np.nanmean(o)) for _, _, o, _ in classes.values()])
+            oracle_right = np.concatenate([k for *_, k in classes.values()]).astype(bool)
+            if np.isfinite(stated).all():
+                print(f"    class oracle: ECE={ece(stated, oracle_right):.3f} AUROC={auroc(stated, oracle_right):.3f}")
+            for primary, (c, r, o, _) in sorted(classes.items()):
                 print(f"    {primary:12s} n={len(c):4d}  {np.mean(r):.2f} / {np.mean(c):.2f} / {np.nanmean(o):.2f}")
 
 

@@ -247,7 +247,8 @@ class EmoCaliberGRPOTrainer(ModelCardMixin, ResumeMixin, GRPOTrainer):
     def _calibration_credit(self, output: dict[str, Any]):
         """Per-token advantages: the calibration term's group-centred advantage on the confidence value's tokens,
         centred over the completions the rule scored (a broken format gets the rule's worst score, which would
-        otherwise reward whatever confidence the well-formed completions state)."""
+        otherwise reward whatever confidence the well-formed completions state); TRL's advantage on every other
+        token, or 0 under ``confidence_only``."""
         import torch
 
         from emocaliber.train.credit import group_centred, token_advantages, value_span_mask
