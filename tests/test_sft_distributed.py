@@ -5,6 +5,7 @@ processes, no mixed precision, and (DeepSpeed) use_cpu. Each run is a few steps 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -76,10 +77,16 @@ def test_stage1_zero3_then_stage2_ddp_from_its_checkpoint(tiny_model_dir, world,
         _reload_and_generate(ckpt, world)
 
     stage2 = tmp_path / "stage2"
-    launch("ddp", "stage2", tiny_recipe_config(stage1, world["stage2"], stage2, image_root=str(world["root"])),
-           tmp_path, port=29612)
+    # With the confidence tokens weighted: the loss this project computes itself must also run across ranks.
+    launch("ddp", "stage2", tiny_recipe_config(stage1, world["stage2"], stage2, image_root=str(world["root"]),
+                                               confidence_loss_weight=3.0), tmp_path, port=29612)
     info = _info(stage2)
     assert info["stage"] == "stage2" and info["data"]["with_confidence"] is True
+    assert info["data"]["confidence_loss_weight"] == 3.0
+    logs = [e for e in json.loads((stage2 / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    assert len(logs) == 2 and all(math.isfinite(e["loss"]) and e["loss"] > 0 for e in logs), logs
+    # TRL's own loss logs its token accuracy; the weighted loss (built in EmoCaliberSFTTrainer) does not.
+    assert not any("mean_token_accuracy" in e for e in logs), logs
     assert info["distributed"] == {"world_size": 2, "distributed_type": "MULTI_CPU"}
     assert [e["stage"] for e in info["lineage"]] == [None, "stage1"]
     assert info["lineage"][-1]["model"] == str(stage1.resolve())
