@@ -7,7 +7,7 @@ per dominant emotion of the image (``meta.mix.primary``), the accuracy and the m
 evaluation's predictions next to the oracle's mean confidence, plus each task's ECE and AUROC over
 the items that state a confidence (the project's metrics, as in the report) and those of the class oracle, which
 answers the oracle's label with its class's mean oracle confidence: the best a model that reads the class, not
-the blend, can reach.
+the blend, can reach. Last, each confidence bin's share of the ECE and the classes in it.
 
 Example: python bench/confidence_by_class.py runs/demo/eval/stage2 runs/demo/eval/stage3
 """
@@ -15,13 +15,13 @@ Example: python bench/confidence_by_class.py runs/demo/eval/stage2 runs/demo/eva
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from emocaliber.evaluation import PREDICTIONS_FILE
-from emocaliber.metrics import auroc, ece
+from emocaliber.metrics import auroc, bin_index, ece
 from emocaliber.report import load_rows, parse_rows
 
 
@@ -80,6 +80,21 @@ def main() -> None:
                 print(f"    class oracle: ECE={ece(stated, oracle_right):.3f} AUROC={auroc(stated, oracle_right):.3f}")
             for primary, (c, r, o, _) in sorted(classes.items()):
                 print(f"    {primary:12s} n={len(c):4d}  {np.mean(r):.2f} / {np.mean(c):.2f} / {np.nanmean(o):.2f}")
+            names = np.concatenate([[name] * len(c) for name, (c, *_) in classes.items()])
+            print_ece_by_bin(conf, right, names)
+
+
+def print_ece_by_bin(conf: np.ndarray, right: np.ndarray, names: np.ndarray) -> None:
+    """Each canonical bin's share of ECE (its |B|/N |acc - conf|, in points x100; the shares sum to the ECE):
+    a class is only off in the ECE where its bin's pooled accuracy is off, not where its own is."""
+    bins = bin_index(conf, 10)
+    for b in np.unique(bins):
+        m = bins == b
+        gap = abs(conf[m].mean() - right[m].mean())
+        counts = Counter(names[m]).most_common()
+        print(f"    bin [{b / 10:.1f}, {(b + 1) / 10:.1f}) n={m.sum():4d} confidence {conf[m].mean():.2f} "
+              f"accuracy {right[m].mean():.2f} -> {100 * gap * m.sum() / len(conf):.1f} of ECE  "
+              + ", ".join(f"{k} {v}" for k, v in counts))
 
 
 if __name__ == "__main__":
