@@ -5,14 +5,16 @@ stage-2 SFT -> stage-3 GRPO -> evaluation of every stage -> one report next to t
 image's best possible confidence.
 
 Every step runs the same script a GPU user runs (``data_prep/``, ``recipes/``, ``eval/``), in this process with
-its own command line, only with the tiny configs. A step whose command line is unchanged since it last finished is
-reused, so a re-run after an interruption continues where it stopped (``--force`` redoes everything).
+its own command line, only with the tiny configs. A step whose command line and project code are unchanged since
+it last finished is reused, so a re-run after an interruption continues where it stopped (``--force`` redoes
+everything).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import runpy
 import shutil
@@ -25,6 +27,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("base", "stage1", "stage2", "stage3")
+#: What the steps run besides their command line: the library, the scripts and the YAML configs they read.
+CODE_DIRS = ("emocaliber", "data_prep", "recipes", "eval")
 #: SynthEmo responses are about 90 tokens with the tiny tokenizer; an untrained model never stops by itself.
 MAX_NEW_TOKENS = 160
 #: The demo's world: four confusable emotions, each always blended with a partner (two across polarity), and
@@ -110,8 +114,19 @@ def run_script(script: str, args: Sequence[str]) -> None:
                             f"{' '.join(argv[1:])}") from None
 
 
+def code_digest(root: Path = REPO) -> str:
+    """SHA-256 over the project's code and configs (``CODE_DIRS``), so that a finished step is not reused after a
+    change its command line does not show (an edited recipe YAML, a fixed parser); installed libraries are not
+    covered (``--force``)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for d in CODE_DIRS for p in (root / d).rglob("*")
+                       if p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 class Pipeline:
-    """Ordered steps with a done-marker each, holding the step's command line."""
+    """Ordered steps with a done-marker each, holding the step's command line and the project code's digest."""
 
     def __init__(self, settings: DemoSettings, log: Callable[[str], None] = print):
         self.s = settings
@@ -119,6 +134,7 @@ class Pipeline:
         self.log = log
         self.start = time.perf_counter()
         self.markers = self.out / ".done"
+        self.code = code_digest()
 
     def elapsed(self) -> str:
         m, s = divmod(int(time.perf_counter() - self.start), 60)
@@ -126,9 +142,10 @@ class Pipeline:
 
     def step(self, index: int, total: int, name: str, key: list[str], run: Callable[[], None], *,
              force: bool) -> bool:
-        """Run one step unless it finished before with the same command line; returns whether it ran."""
+        """Run one step unless it finished before with the same command line and code; returns whether it ran."""
         marker = self.markers / f"{name}.json"
-        if not force and marker.is_file() and json.loads(marker.read_text()) == key:
+        done = {"command": key, "code": self.code}
+        if not force and marker.is_file() and json.loads(marker.read_text()) == done:
             self.log(f"[{index}/{total}] {name}: done before, reused ({self.elapsed()})")
             return False
         marker.unlink(missing_ok=True)
@@ -139,7 +156,7 @@ class Pipeline:
         t0 = time.perf_counter()
         run()
         self.markers.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps(key))
+        marker.write_text(json.dumps(done))
         self.log(f"[{index}/{total}] {name}: finished in {time.perf_counter() - t0:.0f}s ({self.elapsed()})")
         return True
 

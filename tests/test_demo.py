@@ -13,7 +13,7 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-from emocaliber.demo import DemoSettings, Pipeline
+from emocaliber.demo import CODE_DIRS, DemoSettings, Pipeline, code_digest
 from emocaliber.demo_report import KEYS, STAGES
 
 
@@ -69,3 +69,28 @@ def test_demo_rerun_reuses_finished_steps(demo):
     again = Pipeline(DemoSettings.quick(str(out)), log=log.append).run()
     assert again == table
     assert sum("reused" in line for line in log) == 11
+
+
+def test_code_digest_follows_code_and_configs_only(tmp_path):
+    for d in CODE_DIRS:
+        (tmp_path / d).mkdir()
+    (tmp_path / "recipes" / "tiny.yaml").write_text("learning_rate: 1.0e-4\n")
+    (tmp_path / "emocaliber" / "parsing.py").write_text("X = 1\n")
+    before = code_digest(tmp_path)
+    (tmp_path / "emocaliber" / "notes.md").write_text("not code")
+    (tmp_path / "README.md").write_text("outside the code")
+    assert code_digest(tmp_path) == before
+    (tmp_path / "recipes" / "tiny.yaml").write_text("learning_rate: 3.0e-4\n")
+    assert code_digest(tmp_path) != before
+
+
+def test_a_step_is_redone_when_the_code_changed(tmp_path):
+    pipeline = Pipeline(DemoSettings(out=str(tmp_path)), log=lambda _: None)
+    runs: list[int] = []
+
+    def step() -> bool:
+        return pipeline.step(1, 1, "synthemo", ["make", "it"], lambda: runs.append(1), force=False)
+
+    assert step() and not step() and len(runs) == 1
+    pipeline.code = "another checkout"
+    assert step() and len(runs) == 2
