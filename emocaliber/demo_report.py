@@ -41,24 +41,28 @@ def _parse_rates(predictions: Path, with_confidence: bool) -> dict[str, float]:
     return {g: sum(v) / len(v) for g, v in ok.items()}
 
 
+def eval_rows(ev: Path, with_confidence: bool) -> tuple[dict[str, dict[str, float | None]], dict | None]:
+    """One evaluation directory's ``{group: {accuracy, ece, brier, auroc, parse_rate}}`` and its oracle block."""
+    metrics = json.loads((ev / "metrics.json").read_text())["modes"][PARSE_MODE]
+    rates = _parse_rates(ev / "predictions.jsonl", with_confidence)
+    rows = {}
+    for group, block in metrics["groups"].items():
+        m = block["paper"]["metrics"]
+        rows[group] = {
+            "accuracy": _num(m["accuracy"]), "ece": _num(m["ece_10"]) if with_confidence else None,
+            "brier": _num(m["brier"]) if with_confidence else None,
+            "auroc": _num(m["auroc"]) if with_confidence else None, "parse_rate": rates.get(group, 0.0),
+        }
+    return rows, metrics.get("oracle")
+
+
 def stage_rows(run_dir: Path) -> dict[str, dict[str, dict[str, float | None]]]:
     """``{stage: {group: {accuracy, ece, brier, auroc, parse_rate}}}`` for the four stages and the oracle."""
     table: dict[str, dict[str, dict[str, float | None]]] = {}
     oracle = None
     for stage in STAGES:
-        ev = run_dir / "eval" / stage
-        metrics = json.loads((ev / "metrics.json").read_text())["modes"][PARSE_MODE]
-        with_conf = stage not in ("base", "stage1")
-        rates = _parse_rates(ev / "predictions.jsonl", with_conf)
-        table[stage] = {}
-        for group, block in metrics["groups"].items():
-            m = block["paper"]["metrics"]
-            table[stage][group] = {
-                "accuracy": _num(m["accuracy"]), "ece": _num(m["ece_10"]) if with_conf else None,
-                "brier": _num(m["brier"]) if with_conf else None, "auroc": _num(m["auroc"]) if with_conf else None,
-                "parse_rate": rates.get(group, 0.0),
-            }
-        oracle = oracle or metrics.get("oracle")
+        table[stage], found = eval_rows(run_dir / "eval" / stage, stage not in ("base", "stage1"))
+        oracle = oracle or found
     if oracle is not None:
         table["oracle"] = {
             g: {"accuracy": _num(b["paper"]["metrics"]["accuracy"]), "ece": _num(b["paper"]["metrics"]["ece_10"]),
