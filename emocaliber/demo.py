@@ -31,7 +31,7 @@ STAGES = ("base", "stage1", "stage2", "stage3")
 CODE_DIRS = ("emocaliber", "data_prep", "recipes", "eval")
 #: SynthEmo responses are about 90 tokens with the tiny tokenizer; an untrained model never stops by itself.
 MAX_NEW_TOKENS = 160
-#: The demo's world: four confusable emotions, each always blended with a partner (two across polarity), and
+#: The demo's world: four confusable emotions, each always blended with a partner (three across polarity), and
 #: few blends elsewhere. The tiny model never learns to see how strong a blend is (docs/demo.md), so an image's
 #: ambiguity has to come mostly with its class for calibration to be learnable on a CPU.
 WORLD_ARGS = ["--confusions", "awe:fear,fear:awe,excitement:anger,disgust:sadness", "--confusion-w", "0.55,0.7",
