@@ -41,18 +41,19 @@ def _parse_rates(predictions: Path, with_confidence: bool) -> dict[str, float]:
     return {g: sum(v) / len(v) for g, v in ok.items()}
 
 
+def _row(m: dict[str, Any], with_confidence: bool, parse_rate: float) -> dict[str, float | None]:
+    """One table cell set from a group's ``paper`` metrics (the confidence columns only where one was asked)."""
+    return {"accuracy": _num(m["accuracy"]), "ece": _num(m["ece_10"]) if with_confidence else None,
+            "brier": _num(m["brier"]) if with_confidence else None,
+            "auroc": _num(m["auroc"]) if with_confidence else None, "parse_rate": parse_rate}
+
+
 def eval_rows(ev: Path, with_confidence: bool) -> tuple[dict[str, dict[str, float | None]], dict | None]:
     """One evaluation directory's ``{group: {accuracy, ece, brier, auroc, parse_rate}}`` and its oracle block."""
     metrics = json.loads((ev / "metrics.json").read_text())["modes"][PARSE_MODE]
     rates = _parse_rates(ev / "predictions.jsonl", with_confidence)
-    rows = {}
-    for group, block in metrics["groups"].items():
-        m = block["paper"]["metrics"]
-        rows[group] = {
-            "accuracy": _num(m["accuracy"]), "ece": _num(m["ece_10"]) if with_confidence else None,
-            "brier": _num(m["brier"]) if with_confidence else None,
-            "auroc": _num(m["auroc"]) if with_confidence else None, "parse_rate": rates.get(group, 0.0),
-        }
+    rows = {group: _row(block["paper"]["metrics"], with_confidence, rates.get(group, 0.0))
+            for group, block in metrics["groups"].items()}
     return rows, metrics.get("oracle")
 
 
@@ -64,12 +65,7 @@ def stage_rows(run_dir: Path) -> dict[str, dict[str, dict[str, float | None]]]:
         table[stage], found = eval_rows(run_dir / "eval" / stage, stage not in ("base", "stage1"))
         oracle = oracle or found
     if oracle is not None:
-        table["oracle"] = {
-            g: {"accuracy": _num(b["paper"]["metrics"]["accuracy"]), "ece": _num(b["paper"]["metrics"]["ece_10"]),
-                "brier": _num(b["paper"]["metrics"]["brier"]), "auroc": _num(b["paper"]["metrics"]["auroc"]),
-                "parse_rate": 1.0}
-            for g, b in oracle["groups"].items()
-        }
+        table["oracle"] = {g: _row(b["paper"]["metrics"], True, 1.0) for g, b in oracle["groups"].items()}
     return table
 
 

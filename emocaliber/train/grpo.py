@@ -86,9 +86,8 @@ class GRPOScriptArgs:
         default=None, metadata={"help": "Under confidence_credit calibration or confidence_only, the weight of the "
                                         "calibration score on the confidence tokens (default: the term's reward "
                                         "weight). The answer tokens never see this weight, so it cannot reward "
-                                        "sandbagging; "
-                                        "a proper score's optimum does not depend on its scale, so it only sets "
-                                        "how fast the confidence moves."})
+                                        "sandbagging; a proper score's optimum does not depend on its scale, so it "
+                                        "only sets how fast the confidence moves."})
 
     def __post_init__(self) -> None:
         if isinstance(self.reward_funcs, str):
