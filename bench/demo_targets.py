@@ -60,6 +60,8 @@ def main() -> None:
             stage3 = eval_rows(args.stage3[i], True)[0] if args.stage3 else table["stage3"]
         except FileNotFoundError as e:
             raise SystemExit(f"{e.filename}: not found; pass a finished demo run (and evaluations of it)") from None
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
         print(f"{run}" + (f"  (stage 3: {args.stage3[i]})" if args.stage3 else ""))
         misses = 0
         for stage, name, holds, measured in checks(table, stage3):

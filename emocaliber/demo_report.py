@@ -50,7 +50,11 @@ def _row(m: dict[str, Any], with_confidence: bool, parse_rate: float) -> dict[st
 
 def eval_rows(ev: Path, with_confidence: bool) -> tuple[dict[str, dict[str, float | None]], dict | None]:
     """One evaluation directory's ``{group: {accuracy, ece, brier, auroc, parse_rate}}`` and its oracle block."""
-    metrics = json.loads((ev / "metrics.json").read_text())["modes"][PARSE_MODE]
+    path = ev / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())["modes"][PARSE_MODE]
+    except (ValueError, KeyError) as e:  # cut short, or written by another version of eval/run_vecbench.py
+        raise ValueError(f"{path}: not an evaluation's metrics ({e!r}); rerun that evaluation") from None
     rates = _parse_rates(ev / "predictions.jsonl", with_confidence)
     rows = {group: _row(block["paper"]["metrics"], with_confidence, rates.get(group, 0.0))
             for group, block in metrics["groups"].items()}

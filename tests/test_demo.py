@@ -14,7 +14,7 @@ import pytest
 from safetensors.torch import load_file
 
 from emocaliber.demo import CODE_DIRS, DemoSettings, Pipeline, code_digest
-from emocaliber.demo_report import KEYS, STAGES
+from emocaliber.demo_report import KEYS, STAGES, eval_rows
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +94,11 @@ def test_a_step_is_redone_when_the_code_changed(tmp_path):
     assert step() and not step() and len(runs) == 1
     pipeline.code = "another checkout"
     assert step() and len(runs) == 2
+
+
+def test_a_cut_short_evaluation_is_named(tmp_path):
+    ev = tmp_path / "eval" / "stage2"
+    ev.mkdir(parents=True)
+    (ev / "metrics.json").write_text('{"modes": ')
+    with pytest.raises(ValueError, match=r"eval/stage2/metrics\.json: not an evaluation's metrics"):
+        eval_rows(ev, with_confidence=True)
