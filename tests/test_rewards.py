@@ -346,3 +346,42 @@ def test_log_rule_is_the_log_score_inside_its_range():
     c = np.linspace(0.05, 0.95, 91)
     assert np.allclose(R.rule_score("log", c, 1), np.log(c))
     assert np.allclose(R.rule_score("log", c, 0), np.log(1 - c))
+
+
+# --- annotator shares (label_shares column) --------------------------------------------------------------------
+
+
+def test_an_answer_scores_its_share_of_the_votes():
+    shares = [0.6 if c == "awe" else 0.4 if c == "fear" else 0.0 for c in CANDS]
+    texts = [resp("awe", "0.6"), resp("fear", "0.6"), resp("anger", "0.6")]
+    kwargs = {"ground_truth": ["fear"] * 3, "candidates": [CANDS] * 3, "label_shares": [shares] * 3}
+    assert R.accuracy_reward(completions=texts, **kwargs) == pytest.approx([0.6, 0.4, 0.0])
+    expected = [p * R.rule_score("log", 0.6, 1) + (1 - p) * R.rule_score("log", 0.6, 0) for p in (0.6, 0.4, 0.0)]
+    assert R.calibration_reward_log(completions=texts, **kwargs) == pytest.approx(expected)
+    combined = R.calibrated_log_reward(completions=texts, **kwargs)
+    assert combined == pytest.approx([1 + a + 0.25 * s for a, s in zip([0.6, 0.4, 0.0], expected)])
+
+
+def test_the_expected_score_is_best_at_the_share():
+    shares = [0.7 if c == "awe" else 0.3 if c == "fear" else 0.0 for c in CANDS]
+    grid = [f"{c:.2f}" for c in np.arange(0.05, 0.96, 0.05)]
+    scores = R.calibration_reward_log(completions=[resp("awe", c) for c in grid], ground_truth=["fear"] * len(grid),
+                                      candidates=[CANDS] * len(grid), label_shares=[shares] * len(grid))
+    assert grid[int(np.argmax(scores))] == "0.70"
+
+
+@pytest.mark.parametrize("shares", [None, [1.0, 0.0], [0.5] * 8, ["x"] * 8, [float("nan")] + [0.0] * 7,
+                                    [-0.5, 1.5] + [0.0] * 6])
+def test_unusable_shares_fall_back_to_the_ground_truth(shares):
+    texts = [resp("awe", "0.9"), resp("fear", "0.9")]
+    kwargs = {"ground_truth": ["awe"] * 2, "candidates": [CANDS] * 2}
+    for func in (R.accuracy_reward, R.calibration_reward_log, R.calibrated_log_reward):
+        assert func(completions=texts, label_shares=[shares] * 2, **kwargs) == func(completions=texts, **kwargs)
+
+
+def test_one_hot_shares_score_as_the_ground_truth_does():
+    one_hot = [1.0 if c == "awe" else 0.0 for c in CANDS]
+    texts = [resp("awe", "0.9"), resp("fear", "0.3"), "garbage"]
+    kwargs = {"ground_truth": ["awe"] * 3, "candidates": [CANDS] * 3}
+    for func in (R.accuracy_reward, R.calibration_reward_log, R.calibrated_log_reward, R.brier_reward):
+        assert func(completions=texts, label_shares=[one_hot] * 3, **kwargs) == func(completions=texts, **kwargs)
