@@ -84,9 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage1-label", choices=("drawn", "oracle"), default=d.stage1_label,
                    help="ground truth of stage1.jsonl: the drawn label (keeps the ambiguity that a sampled "
                         "stage-1 model must reproduce) or the oracle label (default %(default)s)")
-    p.add_argument("--votes", type=whole_number(0), default=d.votes, metavar="N",
-                   help="annotators per image in meta.votes: the drawn label and N-1 more draws; stage-3 rewards "
-                        "score an answer by its share of them (default %(default)s: none)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
@@ -108,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
         tasks=tuple(dict.fromkeys(args.tasks)), image_size=args.image_size, mix_fraction=args.mix_fraction,
         label_noise=args.label_noise, w_min=args.w_min, w_max=args.w_max, stage1_label=args.stage1_label,
         confusions=args.confusions, confusion_w_min=args.confusion_w[0], confusion_w_max=args.confusion_w[1],
-        votes=args.votes,
     )
     try:
         cfg.validate()

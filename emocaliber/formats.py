@@ -69,8 +69,7 @@ def load_image(record: Record, image_root: str | os.PathLike) -> Image.Image:
 
 def record_columns(record: Record) -> dict[str, Any]:
     return {"id": record.id, "task": record.task, "image_path": record.image, "candidates": list(record.candidates),
-            "ground_truth": record.ground_truth, "split": record.split, "source": record.source,
-            "label_shares": record.label_shares}
+            "ground_truth": record.ground_truth, "split": record.split, "source": record.source}
 
 
 def _prompt_text(record: Record, with_confidence: bool, keep_prompt: bool) -> str:

@@ -76,22 +76,6 @@ class Record:
     def task_spec(self):
         return get_task(self.task)
 
-    @property
-    def label_shares(self) -> list[float] | None:
-        """Each candidate's share of ``meta["votes"]`` (``{label: count}``, as Abstract-8 and SynthEmo's
-        ``--votes`` give), or None without votes; the stage-3 rewards then score an answer by its share."""
-        votes = self.meta.get("votes")
-        if votes is None:
-            return None
-        if (not isinstance(votes, dict) or set(votes) - set(self.candidates)
-                or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in votes.values())
-                or sum(votes.values()) == 0):
-            raise RecordError(f"record {self.id!r}: meta.votes must map candidates to vote counts >= 0, at least "
-                              f"one vote in all; got {votes!r}")
-        counts = [votes.get(c, 0) for c in self.candidates]
-        total = sum(counts)
-        return [n / total for n in counts]
-
     def to_dict(self) -> dict[str, Any]:
         """The on-disk form; optional fields that are unset are left out.
 

@@ -204,28 +204,12 @@ def _candidate_row(candidates: Any) -> list[Any] | None:
         return None
 
 
-def _share_row(shares: Any, candidates: list[Any] | None) -> list[float] | None:
-    """A completion's label shares when they are usable: one finite share >= 0 per candidate, summing to 1."""
-    if candidates is None or shares is None or isinstance(shares, (str, bytes)):
-        return None
-    try:
-        row = [float(x) for x in shares]
-    except (TypeError, ValueError):
-        return None
-    if len(row) != len(candidates) or not all(math.isfinite(x) and x >= 0 for x in row) or abs(sum(row) - 1) > 1e-6:
-        return None
-    return row
-
-
-def _judge(completions: Any, ground_truth: Any, candidates: Any, *, label_shares: Any = None,
+def _judge(completions: Any, ground_truth: Any, candidates: Any, *,
            need_truth: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per completion: valid format, correct (and valid), confidence (NaN if invalid), via the strict parser.
 
     With a ``candidates`` row the answer must name exactly the ground truth among them; without one, the
-    normalized answer must equal the ground truth. Where a ``label_shares`` row gives each candidate's share of
-    the annotators' votes, "correct" is the answer's share instead (the chance that a random annotator agrees):
-    one drawn label per image makes the calibration term's push on an ambiguous image all-or-nothing, and on
-    SynthEmo that noise moved whole classes the wrong way (docs/demo.md).
+    normalized answer must equal the ground truth.
     """
     items = _as_list(completions)
     n = len(items)
@@ -233,18 +217,14 @@ def _judge(completions: Any, ground_truth: Any, candidates: Any, *, label_shares
     if need_truth:
         _warn_missing("ground_truth", truths)
     cand_rows = _rows(candidates, n, "candidates", shared_list=True)
-    share_rows = _rows(label_shares, n, "label_shares")
     valid, correct, conf = np.zeros(n, bool), np.zeros(n), np.full(n, np.nan)
-    for k, (item, gt, cands, shares) in enumerate(zip(items, truths, cand_rows, share_rows)):
+    for k, (item, gt, cands) in enumerate(zip(items, truths, cand_rows)):
         row = _candidate_row(cands)
         parsed = parse_response(completion_text(item), row or (), "strict")
         if not parsed.valid_format or parsed.confidence is None:
             continue
         valid[k], conf[k] = True, parsed.confidence
-        share_row = _share_row(shares, row) if need_truth else None
-        if share_row is not None:
-            correct[k] = share_row[row.index(parsed.label)] if parsed.label is not None else 0.0
-        elif isinstance(gt, str):
+        if isinstance(gt, str):
             if row:
                 correct[k] = parsed.label is not None and parsed.label.lower() == gt.strip().lower()
             else:
@@ -254,10 +234,7 @@ def _judge(completions: Any, ground_truth: Any, candidates: Any, *, label_shares
 
 def _gated_rule(rule: str, valid: np.ndarray, correct: np.ndarray, conf: np.ndarray,
                 eps: float = LOG_EPS) -> np.ndarray:
-    """The rule's expected score over the outcome (``correct`` may be an annotator share), worst if invalid."""
-    c = np.where(valid, conf, 0.5)
-    expected = correct * rule_score(rule, c, 1.0, eps) + (1 - correct) * rule_score(rule, c, 0.0, eps)
-    return np.where(valid, expected, rule_worst(rule, eps))
+    return np.where(valid, rule_score(rule, np.where(valid, conf, 0.5), correct, eps), rule_worst(rule, eps))
 
 
 class WeightedReward:
@@ -286,7 +263,7 @@ class WeightedReward:
 
     def __call__(self, completions: Any = None, ground_truth: Any = None, candidates: Any = None,
                  **kwargs: Any) -> list[float]:
-        valid, correct, conf = _judge(completions, ground_truth, candidates, label_shares=kwargs.get("label_shares"))
+        valid, correct, conf = _judge(completions, ground_truth, candidates)
         _monitor(kwargs.get("log_metric"), valid, correct, conf)
         wf, wa, wc = self.weights
         total = wf * valid + wa * correct + wc * _gated_rule(self.rule, valid, correct, conf, self.eps)
@@ -316,33 +293,32 @@ def format_reward(completions: Any = None, **kwargs: Any) -> list[float]:
 
 def accuracy_reward(completions: Any = None, ground_truth: Any = None, candidates: Any = None,
                     **kwargs: Any) -> list[float]:
-    """1 if the format is valid and the answer names the ground truth, else 0 (the answer's share of the votes
-    where a ``label_shares`` column gives them)."""
-    _, correct, _ = _judge(completions, ground_truth, candidates, label_shares=kwargs.get("label_shares"))
+    """1 if the format is valid and the answer names the ground truth, else 0."""
+    _, correct, _ = _judge(completions, ground_truth, candidates)
     return _finite(correct, 0.0)
 
 
-def _calibration(rule: str, completions: Any, ground_truth: Any, candidates: Any, label_shares: Any) -> list[float]:
-    valid, correct, conf = _judge(completions, ground_truth, candidates, label_shares=label_shares)
+def _calibration(rule: str, completions: Any, ground_truth: Any, candidates: Any) -> list[float]:
+    valid, correct, conf = _judge(completions, ground_truth, candidates)
     return _finite(_gated_rule(rule, valid, correct, conf), rule_worst(rule))
 
 
 def calibration_reward_log(completions: Any = None, ground_truth: Any = None, candidates: Any = None,
                            **kwargs: Any) -> list[float]:
     """Bounded log score of the stated confidence (``rule_score("log")``); its minimum if the format is broken."""
-    return _calibration("log", completions, ground_truth, candidates, kwargs.get("label_shares"))
+    return _calibration("log", completions, ground_truth, candidates)
 
 
 def calibration_reward_brier(completions: Any = None, ground_truth: Any = None, candidates: Any = None,
                              **kwargs: Any) -> list[float]:
     """``-(c - i)^2``; -1 if the format is broken."""
-    return _calibration("brier", completions, ground_truth, candidates, kwargs.get("label_shares"))
+    return _calibration("brier", completions, ground_truth, candidates)
 
 
 def calibration_reward_spherical(completions: Any = None, ground_truth: Any = None, candidates: Any = None,
                                  **kwargs: Any) -> list[float]:
     """Spherical score minus 1 (in [-1, 0]); -1 if the format is broken."""
-    return _calibration("spherical", completions, ground_truth, candidates, kwargs.get("label_shares"))
+    return _calibration("spherical", completions, ground_truth, candidates)
 
 
 CALIBRATION_REWARDS: dict[str, RewardFunc] = {

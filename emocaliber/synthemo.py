@@ -438,9 +438,6 @@ class WorldConfig:
     confusions: tuple[tuple[str, str], ...] = ()
     confusion_w_min: float = 0.55
     confusion_w_max: float = 0.7
-    #: Annotators per image (``meta.votes``): the drawn ``ground_truth`` and ``votes - 1`` more draws, as
-    #: datasets with several annotators give; 0 writes none. Stage-3 rewards score an answer by its share.
-    votes: int = 0
 
     def validate(self) -> None:
         """Raise ValueError with one sentence naming the bad option."""
@@ -456,7 +453,6 @@ class WorldConfig:
             (self.stage1_label in ("drawn", "oracle"),
              f"stage1_label must be drawn or oracle, got {self.stage1_label!r}"),
             (bool(self.tasks), "tasks must name at least one task"),
-            (self.votes >= 0, f"votes must be >= 0, got {self.votes}"),
             (0.5 <= self.confusion_w_min <= self.confusion_w_max < 1,
              (f"need 0.5 <= confusion_w_min <= confusion_w_max < 1, got {self.confusion_w_min} and "
               f"{self.confusion_w_max}")),
@@ -475,7 +471,7 @@ class WorldConfig:
 
 
 _STREAMS = {"train": 0, "test": 1, "ood": 2}
-_PURPOSES = {"mix": 0, "pixels": 1, "label": 2, "teacher8": 3, "teacher2": 4, "votes": 5}
+_PURPOSES = {"mix": 0, "pixels": 1, "label": 2, "teacher8": 3, "teacher2": 4}
 
 
 def _rng(seed: int, stream: str, index: int, purpose: str) -> np.random.Generator:
@@ -490,23 +486,18 @@ def _image_records(cfg: WorldConfig, stream: str, index: int, rel: str) -> list[
                      w_range=(cfg.w_min, cfg.w_max), style=style, confusions=dict(cfg.confusions),
                      confusion_w_range=(cfg.confusion_w_min, cfg.confusion_w_max))
     emotion = draw_emotion(mix, cfg.label_noise, _rng(cfg.seed, stream, index, "label"))
-    more = _rng(cfg.seed, stream, index, "votes")
-    annotators = [emotion, *(draw_emotion(mix, cfg.label_noise, more) for _ in range(cfg.votes - 1))] \
-        if cfg.votes else []
     split = "train" if stream == "train" else "test"
     tasks = [TASK_OOD] if stream == "ood" else [t for t in (TASK_8, TASK_2) if t in cfg.tasks]
     out = []
     for task in tasks:
         sentiment = task == TASK_2
         label, conf = oracle(mix, cfg.label_noise, sentiment=sentiment)
-        votes = Counter(MIKELS_TO_POLARITY[e] if sentiment else e for e in annotators)
         out.append(Record(
             id=f"{task}/{split}/{index:06d}", task=task, image=rel,
             candidates=list(POLARITY_2 if sentiment else MIKELS_8),
             ground_truth=MIKELS_TO_POLARITY[emotion] if sentiment else emotion, split=split, source=SOURCE,
             meta={"oracle_label": label, "oracle_confidence": round(conf, 6), "mix": dict(mix),
-                  "emotion": emotion, "label_noise": cfg.label_noise,
-                  **({"votes": dict(sorted(votes.items()))} if votes else {})},
+                  "emotion": emotion, "label_noise": cfg.label_noise},
         ))
     return out
 

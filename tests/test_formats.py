@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -29,7 +28,7 @@ from emocaliber.formats import (
     write_verl_parquet,
 )
 from emocaliber.prompts import SYSTEM_PROMPT, record_prompt, record_target
-from emocaliber.records import Record, RecordError, read_records, write_jsonl
+from emocaliber.records import Record, read_records, write_jsonl
 from emocaliber.sources import SkipLog
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,21 +100,6 @@ def test_trl_prompt_only_rows_for_grpo(image_root):
                                    system_prompt=None)
     assert "completion" not in row and [m["role"] for m in row["prompt"]] == ["user"]
     assert record_from_trl(row) == rec
-
-
-def test_votes_reach_the_rewards_as_label_shares(image_root):
-    voted = replace(records()[1], meta={"votes": {"negative": 3, "positive": 1}})
-    rows = [to_trl_prompt_completion(r, with_confidence=True, image_root=image_root, completion=False)
-            for r in (voted, records()[1])]
-    assert rows[0]["label_shares"] == [0.25, 0.75] and rows[1]["label_shares"] is None
-    assert Dataset.from_list(rows)["label_shares"] == [[0.25, 0.75], None]
-
-
-@pytest.mark.parametrize("votes", [{"joy": 2}, {"negative": -1}, {"negative": 0}, {"negative": 1.5}, [3, 1]])
-def test_bad_votes_name_the_record(votes):
-    rec = replace(records()[1], meta={"votes": votes})
-    with pytest.raises(RecordError, match=r"record 'FI-2/fear/fear_3.jpg': meta.votes must map candidates"):
-        _ = rec.label_shares
 
 
 def test_trl_messages_round_trip(image_root):

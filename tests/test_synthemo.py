@@ -339,19 +339,3 @@ def test_cli_rejects_an_unwritable_output_directory(tmp_path):
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot write to output directory" in lines[0] and str(blocker) in lines[0]
-
-
-def test_votes_add_annotators_and_change_nothing_else(tmp_path):
-    base = dict(n_train=60, n_test=0, n_ood=0, mix_fraction=0.5, label_noise=0.05)
-    synthemo.build_world(tmp_path / "none", synthemo.WorldConfig(**base))
-    synthemo.build_world(tmp_path / "five", synthemo.WorldConfig(**base, votes=5))
-    plain = read_records(tmp_path / "none" / "train.jsonl")
-    voted = read_records(tmp_path / "five" / "train.jsonl")
-    for a, b in zip(plain, voted, strict=True):
-        assert a.label_shares is None
-        votes = b.meta.pop("votes")
-        assert a == b  # the same record once the votes are taken out
-        assert sum(votes.values()) == 5 and votes.get(b.ground_truth, 0) >= 1  # the drawn label is one of them
-    assert any(len(r.meta.get("votes", {})) > 1 for r in read_records(tmp_path / "five" / "train.jsonl"))
-    with pytest.raises(ValueError, match="votes must be >= 0"):
-        synthemo.WorldConfig(votes=-1).validate()
