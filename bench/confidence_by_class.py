@@ -7,7 +7,8 @@ per dominant emotion of the image (``meta.mix.primary``), the accuracy and the m
 evaluation's predictions next to the oracle's mean confidence, plus each task's ECE and AUROC over
 the items that state a confidence (the project's metrics, as in the report) and those of the class oracle, which
 answers the oracle's label with its class's mean oracle confidence: the best a model that reads the class, not
-the blend, can reach. Last, each confidence bin's share of the ECE and the classes in it.
+the blend, can reach; the per-class gap, which unlike the ECE does not let classes that share a bin cancel. Last,
+each confidence bin's share of the ECE and the classes in it.
 
 Example: python bench/confidence_by_class.py runs/demo/eval/stage2 runs/demo/eval/stage3
 """
@@ -78,6 +79,10 @@ def main() -> None:
             oracle_right = np.concatenate([k for *_, k in classes.values()]).astype(bool)
             if np.isfinite(stated).all():
                 print(f"    class oracle: ECE={ece(stated, oracle_right):.3f} AUROC={auroc(stated, oracle_right):.3f}")
+            # ECE pools the classes that share a bin, so an over- and an under-confident class can cancel (seed 1's
+            # stage 2 in docs/demo.md); the size-weighted mean of each class's own gap cannot.
+            gap = sum(len(c) * abs(np.mean(r) - np.mean(c)) for c, r, *_ in classes.values()) / len(conf)
+            print(f"    per-class gap (size-weighted mean |accuracy - confidence| over classes) = {gap:.3f}")
             for primary, (c, r, o, _) in sorted(classes.items()):
                 print(f"    {primary:12s} n={len(c):4d}  {np.mean(r):.2f} / {np.mean(c):.2f} / {np.nanmean(o):.2f}")
             names = np.concatenate([[name] * len(c) for name, (c, *_) in classes.items()])
