@@ -53,11 +53,11 @@ def eval_rows(ev: Path, with_confidence: bool) -> tuple[dict[str, dict[str, floa
     path = ev / "metrics.json"
     try:
         metrics = json.loads(path.read_text())["modes"][PARSE_MODE]
-    except (ValueError, KeyError) as e:  # cut short, or written by another version of eval/run_vecbench.py
+        groups = {group: block["paper"]["metrics"] for group, block in metrics["groups"].items()}
+    except (ValueError, KeyError, TypeError) as e:  # cut short, or written by another eval/run_vecbench.py
         raise ValueError(f"{path}: not an evaluation's metrics ({e!r}); rerun that evaluation") from None
     rates = _parse_rates(ev / "predictions.jsonl", with_confidence)
-    rows = {group: _row(block["paper"]["metrics"], with_confidence, rates.get(group, 0.0))
-            for group, block in metrics["groups"].items()}
+    rows = {group: _row(m, with_confidence, rates.get(group, 0.0)) for group, m in groups.items()}
     return rows, metrics.get("oracle")
 
 
