@@ -20,27 +20,39 @@ from emocaliber.demo_report import eval_rows, stage_rows
 GROUPS = ("Synth VSA", "Synth VER")  # in distribution; Synth OOD has no target
 
 
+def _check(stage: str, name: str, holds, measured, *values: float | None) -> tuple[str, str, bool, str]:
+    """One target; a value the evaluation could not measure (None: no confidence parsed, or every answer right or
+    every answer wrong, so no AUROC) misses it."""
+    if any(v is None for v in values):
+        return stage, name, False, "not measured"
+    return stage, name, holds(*values), measured(*values)
+
+
 def checks(table: dict, stage3: dict) -> list[tuple[str, str, bool, str]]:
     """(stage, target, holds, measured) for every target of the issue, per in-distribution group."""
     out = []
     for g in GROUPS:
         s1, s2, s3, o = table["stage1"][g], table["stage2"][g], stage3[g], table["oracle"][g]
         out += [
-            ("stage1", f"{g} stage 1 parse rate >= 0.98", s1["parse_rate"] >= 0.98, f"{s1['parse_rate']:.3f}"),
-            ("stage1", f"{g} stage 1 accuracy >= 0.9 x oracle", s1["accuracy"] >= 0.9 * o["accuracy"],
-             f"{s1['accuracy'] / o['accuracy']:.2f} x"),
-            ("stage2", f"{g} stage 2 confidence parsed >= 0.98", s2["parse_rate"] >= 0.98, f"{s2['parse_rate']:.3f}"),
-            ("stage2", f"{g} stage 2 accuracy within 2 points of stage 1", abs(s2["accuracy"] - s1["accuracy"]) <= 0.02,
-             f"{100 * (s2['accuracy'] - s1['accuracy']):+.1f}"),
-            ("stage3", f"{g} stage 3 ECE >= 30% below stage 2", s3["ece"] <= 0.7 * s2["ece"],
-             f"{100 * (s3['ece'] / s2['ece'] - 1):+.0f}%"),
-            ("stage3", f"{g} stage 3 accuracy within 1 point of stage 2", abs(s3["accuracy"] - s2["accuracy"]) <= 0.01,
-             f"{100 * (s3['accuracy'] - s2['accuracy']):+.1f}"),
-            ("stage3", f"{g} stage 3 ECE within 0.03 of oracle", s3["ece"] - o["ece"] <= 0.03,
-             f"{100 * (s3['ece'] - o['ece']):+.1f} points"),
-            ("stage3", f"{g} stage 3 AUROC >= stage 2", s3["auroc"] >= s2["auroc"], f"{100 * (s3['auroc'] - s2['auroc']):+.2f}"),
-            ("stage3", f"{g} stage 3 AUROC >= 0.9 x oracle", s3["auroc"] >= 0.9 * o["auroc"],
-             f"{s3['auroc'] / o['auroc']:.2f} x"),
+            _check("stage1", f"{g} stage 1 parse rate >= 0.98", lambda p: p >= 0.98, lambda p: f"{p:.3f}",
+                   s1["parse_rate"]),
+            _check("stage1", f"{g} stage 1 accuracy >= 0.9 x oracle", lambda a, b: a >= 0.9 * b,
+                   lambda a, b: f"{a / b:.2f} x", s1["accuracy"], o["accuracy"]),
+            _check("stage2", f"{g} stage 2 confidence parsed >= 0.98", lambda p: p >= 0.98, lambda p: f"{p:.3f}",
+                   s2["parse_rate"]),
+            _check("stage2", f"{g} stage 2 accuracy within 2 points of stage 1", lambda a, b: abs(a - b) <= 0.02,
+                   lambda a, b: f"{100 * (a - b):+.1f}", s2["accuracy"], s1["accuracy"]),
+            _check("stage3", f"{g} stage 3 ECE >= 30% below stage 2", lambda a, b: a <= 0.7 * b,
+                   lambda a, b: f"{100 * (a / b - 1):+.0f}%" if b else f"{100 * a:.1f} against 0",
+                   s3["ece"], s2["ece"]),
+            _check("stage3", f"{g} stage 3 accuracy within 1 point of stage 2", lambda a, b: abs(a - b) <= 0.01,
+                   lambda a, b: f"{100 * (a - b):+.1f}", s3["accuracy"], s2["accuracy"]),
+            _check("stage3", f"{g} stage 3 ECE within 0.03 of oracle", lambda a, b: a - b <= 0.03,
+                   lambda a, b: f"{100 * (a - b):+.1f} points", s3["ece"], o["ece"]),
+            _check("stage3", f"{g} stage 3 AUROC >= stage 2", lambda a, b: a >= b,
+                   lambda a, b: f"{100 * (a - b):+.2f}", s3["auroc"], s2["auroc"]),
+            _check("stage3", f"{g} stage 3 AUROC >= 0.9 x oracle", lambda a, b: a >= 0.9 * b,
+                   lambda a, b: f"{a / b:.2f} x", s3["auroc"], o["auroc"]),
         ]
     return out
 

@@ -149,7 +149,7 @@ class Pipeline:
         """Run one step unless it finished before with the same command line and code; returns whether it ran."""
         marker = self.markers / f"{name}.json"
         done = {"command": key, "code": self.code}
-        if not force and marker.is_file() and json.loads(marker.read_text()) == done:
+        if not force and _read_marker(marker) == done:
             self.log(f"[{index}/{total}] {name}: done before, reused ({self.elapsed()})")
             return False
         marker.unlink(missing_ok=True)
@@ -160,7 +160,10 @@ class Pipeline:
         t0 = time.perf_counter()
         run()
         self.markers.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps(done))
+        # Written whole or not at all: a marker cut short by a kill would otherwise stop every later run.
+        partial = marker.with_suffix(".partial")
+        partial.write_text(json.dumps(done))
+        partial.replace(marker)
         self.log(f"[{index}/{total}] {name}: finished in {time.perf_counter() - t0:.0f}s ({self.elapsed()})")
         return True
 
@@ -226,8 +229,19 @@ class Pipeline:
         self.log(f"[{len(steps) + 1}/{len(steps) + 1}] report ({self.elapsed()})")
         from emocaliber.demo_report import write_demo_report
 
-        table = write_demo_report(self.out, settings=asdict(self.s), elapsed=self.elapsed())
-        return table
+        try:
+            return write_demo_report(self.out, settings=asdict(self.s), elapsed=self.elapsed())
+        except (OSError, ValueError) as e:  # an evaluation's output was changed or removed after it finished
+            raise DemoError(f"report: {e}; to redo that evaluation delete its marker "
+                            f"({self.markers}/eval-<stage>.json) and rerun, or rerun with --force") from None
+
+
+def _read_marker(path: Path) -> Any:
+    """A done-marker's content, or None when there is none or it cannot be read (the step then runs again)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _build_base(out: Path, seed: int) -> None:

@@ -102,3 +102,52 @@ def test_a_cut_short_evaluation_is_named(tmp_path):
     (ev / "metrics.json").write_text('{"modes": ')
     with pytest.raises(ValueError, match=r"eval/stage2/metrics\.json: not an evaluation's metrics"):
         eval_rows(ev, with_confidence=True)
+
+
+def test_an_unreadable_marker_means_not_done(tmp_path):
+    pipeline = Pipeline(DemoSettings(out=str(tmp_path)), log=lambda _: None)
+    runs: list[int] = []
+
+    def step() -> bool:
+        return pipeline.step(1, 1, "synthemo", ["make", "it"], lambda: runs.append(1), force=False)
+
+    assert step() and not step()
+    marker = tmp_path / ".done" / "synthemo.json"
+    marker.write_text('{"command": ["ma')  # a write cut short by a kill
+    assert step() and len(runs) == 2
+    assert json.loads(marker.read_text())["command"] == ["make", "it"]
+    assert [p.name for p in marker.parent.iterdir()] == ["synthemo.json"]
+
+
+def test_a_broken_evaluation_at_report_time_is_a_demo_error(tmp_path, monkeypatch):
+    """The report reads every evaluation again: one changed after it finished stops the demo with its path and
+    how to redo it, through the demo's one-line error rather than a traceback."""
+    from emocaliber import demo as demo_module
+
+    pipeline = Pipeline(DemoSettings(out=str(tmp_path)), log=lambda _: None)
+    monkeypatch.setattr(pipeline, "plan", lambda: [])
+    (tmp_path / "eval" / "base").mkdir(parents=True)
+    (tmp_path / "eval" / "base" / "metrics.json").write_text("{}")
+    with pytest.raises(demo_module.DemoError, match=r"report: .*eval/base/metrics\.json.*--force"):
+        pipeline.run()
+    (tmp_path / "eval" / "base" / "metrics.json").unlink()
+    with pytest.raises(demo_module.DemoError, match=r"report: .*eval/base/metrics\.json"):
+        pipeline.run()
+
+
+def test_targets_name_what_cannot_be_measured():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("demo_targets", Path(__file__).parents[1] / "bench/demo_targets.py")
+    targets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(targets)
+    row = {"accuracy": 0.8, "ece": 0.02, "brier": 0.1, "auroc": 0.8, "parse_rate": 1.0}
+    table = {stage: {g: dict(row) for g in targets.GROUPS} for stage in ("stage1", "stage2", "oracle")}
+    table["stage2"]["Synth VSA"]["ece"] = 0.0
+    stage3 = {g: dict(row, ece=0.01) for g in targets.GROUPS}
+    stage3["Synth VER"]["auroc"] = None
+    found = {name: (holds, measured) for _, name, holds, measured in targets.checks(table, stage3)}
+    assert found["Synth VSA stage 3 ECE >= 30% below stage 2"] == (False, "1.0 against 0")
+    assert found["Synth VER stage 3 AUROC >= stage 2"] == (False, "not measured")
+    assert found["Synth VER stage 3 ECE >= 30% below stage 2"] == (True, "-50%")
