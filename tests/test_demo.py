@@ -125,7 +125,7 @@ def test_a_broken_evaluation_at_report_time_is_a_demo_error(tmp_path, monkeypatc
     from emocaliber import demo as demo_module
 
     pipeline = Pipeline(DemoSettings(out=str(tmp_path)), log=lambda _: None)
-    monkeypatch.setattr(pipeline, "plan", lambda: [])
+    monkeypatch.setattr(pipeline, "plan", list)
     (tmp_path / "eval" / "base").mkdir(parents=True)
     (tmp_path / "eval" / "base" / "metrics.json").write_text("{}")
     with pytest.raises(demo_module.DemoError, match=r"report: .*eval/base/metrics\.json.*--force"):
