@@ -35,12 +35,12 @@ from emocaliber.tasks import get_task
 OPEN = "<confidence>0."
 
 
-def value_distribution(model, processor, prefix: str, images: list) -> tuple[np.ndarray, float]:
-    """The tenths-digit distribution after ``prefix`` (which ends in ``<confidence>0.``) and the mean value.
+def value_distribution(model, processor, prefix: str, images: list) -> tuple[np.ndarray, np.ndarray]:
+    """The tenths-digit distribution after ``prefix`` (which ends in ``<confidence>0.``) and, per tenths digit d,
+    the next token's distribution over the ten digits and the closing tag (``0.6</confidence>`` is 0.6).
 
     One batch of ten sequences, ``prefix + d`` for each digit d: the second-to-last position gives P(d), the
-    last P(next | d) over the ten digits and the closing tag (``0.6</confidence>`` is 0.6). Mass on any other
-    token is left out and the rest renormalised.
+    last P(next | d). Mass on any other token is left out and the rest renormalised.
     """
     import torch
 
@@ -52,13 +52,29 @@ def value_distribution(model, processor, prefix: str, images: list) -> tuple[np.
         inputs = processor(text=texts, images=images * 10, padding=True, return_tensors="pt")
         probs = torch.softmax(model(**inputs).logits[:, -2:].float(), dim=-1)
     tenths = probs[0, 0, digits].numpy()
-    tenths = tenths / tenths.sum()
-    mean = 0.0
-    for d in range(10):
-        nxt = probs[d, 1, digits].numpy()
-        z = nxt.sum() + float(probs[d, 1, close])
-        mean += tenths[d] * (d / 10 + float(nxt @ np.arange(10)) / 100 / z)
-    return tenths, mean
+    nxt = probs[:, 1, [*digits, close]].numpy()
+    return tenths / tenths.sum(), nxt / nxt.sum(axis=1, keepdims=True)
+
+
+#: The value of each (tenths digit, next token) pair; the next token is a hundredths digit or the closing tag.
+VALUES = np.array([[d / 10 + e / 100 for e in range(10)] + [d / 10] for d in range(10)])
+
+
+def mean_value(tenths: np.ndarray, nxt: np.ndarray) -> float:
+    return float(tenths @ (nxt * VALUES).sum(axis=1))
+
+
+def sample_values(tenths: np.ndarray, nxt: np.ndarray, temperature: float, rng: np.random.Generator,
+                  n: int) -> np.ndarray:
+    """``n`` confidences drawn digit by digit at ``temperature``, as sampling restricted to these tokens would."""
+    def sharpen(q: np.ndarray) -> np.ndarray:
+        q = np.power(np.clip(q, 1e-12, None), 1 / temperature)
+        return q / q.sum(axis=-1, keepdims=True)
+
+    t, x = sharpen(tenths), sharpen(nxt)
+    d = rng.choice(10, size=n, p=t)
+    e = np.array([rng.choice(11, p=x[i]) for i in d])
+    return VALUES[d, e]
 
 
 def main() -> None:
@@ -68,6 +84,11 @@ def main() -> None:
     p.add_argument("--image-root", required=True, type=Path)
     p.add_argument("--classes", default=None, help="comma-separated primary emotions (default: all)")
     p.add_argument("--per-class", type=int, default=30, help="predictions per task and class (default 30)")
+    p.add_argument("--sample-temperature", type=float, default=0.7,
+                   help="also score the confidence sampled at this temperature after the greedy answer "
+                        "(default %(default)s, the demo's rollout temperature)")
+    p.add_argument("--draws", type=int, default=20, help="samples per prediction (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     classes = set(args.classes.split(",")) if args.classes else None
     model, processor = load_model_and_processor(args.model, padding_side="left")
@@ -75,6 +96,8 @@ def main() -> None:
     taken, skipped = Counter(), Counter()
     cells: dict[tuple[str, str], list[tuple[float, float, np.ndarray]]] = defaultdict(list)
     groups: dict[str, list[tuple[float, float, bool]]] = defaultdict(list)
+    draws: dict[str, list[np.ndarray]] = defaultdict(list)
+    rng = np.random.default_rng(args.seed)
     with open(args.eval / PREDICTIONS_FILE, encoding="utf-8") as f:
         for line in f:
             row = json.loads(line)
@@ -95,9 +118,12 @@ def main() -> None:
             stated = parsed.confidence
             request = record_request(record, image_root=args.image_root)
             prefix = render_prompt(processor, request) + response[: at + len(OPEN)]
-            tenths, mean = value_distribution(model, processor, prefix, request.images)
+            tenths, nxt = value_distribution(model, processor, prefix, request.images)
+            mean = mean_value(tenths, nxt)
             cells[key].append((stated, mean, tenths))
-            groups[get_task(record.task).group].append((stated, float(mean), parsed.label == record.ground_truth))
+            groups[get_task(record.task).group].append((stated, mean, parsed.label == record.ground_truth))
+            draws[get_task(record.task).group].append(
+                sample_values(tenths, nxt, args.sample_temperature, rng, args.draws))
             taken[key] += 1
     print(f"{args.model} on {args.eval}: stated (greedy) / mean of the model's distribution / tenths digit")
     for (task, primary), rows in sorted(cells.items()):
@@ -106,12 +132,17 @@ def main() -> None:
         tenths = np.mean([r[2] for r in rows], axis=0)
         spread = " ".join(f"{d}:{tenths[d]:.2f}" for d in range(10) if tenths[d] >= 0.03)
         print(f"  {task:15s} {primary:12s} n={len(rows):3d}  stated {stated:.2f}  mean {mean:.2f}  {spread}")
-    print("per group (x100): accuracy, then ECE / AUROC of the stated confidence and of the mean")
+    print(f"per group (x100): accuracy, then ECE / AUROC of the stated confidence, of the mean, and of a confidence"
+          f" sampled at temperature {args.sample_temperature} (mean +- sd over {args.draws} draws)")
     for group, items in sorted(groups.items()):
         stated_c, mean_c, right = (np.array(v) for v in zip(*items))
+        sampled = np.array(draws[group])  # (predictions, draws)
+        e = [100 * ece(sampled[:, j], right) for j in range(args.draws)]
+        a = [100 * auroc(sampled[:, j], right) for j in range(args.draws)]
         print(f"  {group:10s} n={len(right):4d}  accuracy {100 * right.mean():.1f}"
-              f"  stated {100 * ece(stated_c, right):.1f}"
-              f" / {100 * auroc(stated_c, right):.1f}  mean {100 * ece(mean_c, right):.1f} / {100 * auroc(mean_c, right):.1f}")
+              f"  stated {100 * ece(stated_c, right):.1f} / {100 * auroc(stated_c, right):.1f}"
+              f"  mean {100 * ece(mean_c, right):.1f} / {100 * auroc(mean_c, right):.1f}"
+              f"  sampled {np.mean(e):.1f}+-{np.std(e):.1f} / {np.mean(a):.1f}+-{np.std(a):.1f}")
     if skipped:
         print("skipped:", dict(skipped))
 
