@@ -8,8 +8,10 @@ states 0.9x although most of the mass, and the mean, are far lower. This prints,
 ``meta.mix.primary``), over up to ``--per-class`` greedy predictions of one evaluation: the mean stated
 confidence, the mean of the model's distribution over the two-digit value after the same reasoning and answer, and
 the mean tenths-digit distribution. Then, per task group over the same predictions, ECE and AUROC of the stated
-confidence against those of the mean (with ``--per-class 1000`` on the demo: every test prediction). Nothing else
-in the project reads the confidence's distribution; this is a diagnostic for docs/demo.md.
+confidence against those of the mean and of a confidence drawn from the distribution at ``--sample-temperature``
+(the rollouts' temperature: what GRPO trains), averaged over ``--draws`` seeded draws (with ``--per-class 1000``
+on the demo: every test prediction). Nothing else in the project reads the confidence's distribution; this is a
+diagnostic for docs/demo.md.
 
 Example: python bench/confidence_modes.py --model runs/demo/stage3 --eval runs/demo/eval/stage3 \\
              --image-root runs/demo/data --classes awe,fear,excitement
