@@ -15,8 +15,10 @@ Definitions (--target):
 Agreement and accuracy are (k + a) / (n + a + b), n the answered samples (K under accuracy), with the Beta
 prior --prior a,b (default 0,0: none; 1,1 is Laplace). Every target is clipped into --clip (default
 0.05,0.95) and rounded half-up to two decimals. The records' answers and reasoning stay as they are (gold
-label, teacher reasoning); --mismatch drop leaves out records whose majority answer is not the gold label
-(under agreement). Records whose image fails, or (except under accuracy) whose K samples name no candidate,
+label, teacher reasoning) unless --responses own: then they are the stage-1 model's greedy response (its own
+answer in the record's `answer` field; the gold label stays), so stage 2 learns a confidence for what the model
+writes rather than the teacher's text (the demo; docs/demo.md). --mismatch drop leaves out records whose
+majority answer is not the gold label (under agreement). Records whose image fails, or (except under accuracy) whose K samples name no candidate,
 are dropped and counted.
 
 Raw samples go to --samples-file (default <out stem>.samples.jsonl) as they are produced; run the same command
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from emocaliber.argtypes import float_pair, whole_number
 from emocaliber.corpora import (
@@ -58,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=DEFINITIONS, default="agreement", help="target definition (see above)")
     p.add_argument("--mismatch", choices=MISMATCH_POLICIES, default="keep",
                    help="agreement: keep or drop records whose majority answer is not the gold label")
+    p.add_argument("--responses", choices=("teacher", "own"), default="teacher",
+                   help="answer and reasoning of the written records: the input's (teacher) or the model's greedy "
+                        "response (own; written to <out stem>.own.jsonl first)")
     p.add_argument("--prior", "--smoothing", type=float_pair("1,1"), default=(0.0, 0.0), metavar="A,B",
                    help="Beta prior pseudo-counts (default 0,0 = none)")
     p.add_argument("--clip", type=float_pair("0.05,0.95"), default=(0.05, 0.95), metavar="LO,HI", help="default 0.05,0.95")
@@ -82,13 +88,16 @@ def main(argv: list[str] | None = None) -> int:
         settings = sampling_from_args(args)
         backend = backend_from_args(args.model, args, progress=False)
         responder = BackendResponder(backend, args.image_root, settings)
+        own = (BackendResponder(backend, args.image_root, replace(settings, n=1, temperature=0.0))
+               if args.responses == "own" else None)
         config = {"model": args.model, "samples": args.samples, "temperature": args.temperature,
                   "top_p": args.top_p, "max_new_tokens": args.max_new_tokens, "backend": args.backend,
                   "batch_size": args.batch_size}
         summary = build_confidence_targets(
             records, responder, args.out, definition=args.target, mismatch=args.mismatch, prior=args.prior,
             clip=args.clip, neighbours=args.neighbours, seed=args.seed, chunk_size=args.chunk_size,
-            samples_path=args.samples_file, config=config, overwrite=args.overwrite, skipped_lines=n_skipped)
+            samples_path=args.samples_file, config=config, overwrite=args.overwrite, skipped_lines=n_skipped,
+            own_responder=own)
     except (CorpusError, RecordError, ModelNotFoundError, FileNotFoundError, ValueError) as e:
         print(f"build_confidence_targets: error: {e}", file=sys.stderr)
         return 1

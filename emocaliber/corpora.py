@@ -444,9 +444,17 @@ def build_confidence_targets(
     overwrite: bool = False,
     progress: bool = True,
     skipped_lines: int = 0,
+    own_responder: Responder | None = None,
 ) -> dict[str, Any]:
     """Sample (or resume), then write ``out_path``: the records with ``confidence`` set, answer and reasoning
     unchanged (the gold label and the teacher's reasoning for it).
+
+    ``own_responder`` (the stage-1 model decoding greedily) replaces each record's answer and reasoning with its
+    response (``Record.answer``; the ground truth stays), so that stage 2 learns a confidence for the text the
+    model itself writes. With the teacher's text, stage 2 of the SynthEmo demo also learned its small pool's
+    label draws (accuracy moved by up to 5 points against stage 1) and a confidence for reasoning the model does
+    not write (docs/demo.md). Its raw responses go to ``<out stem>.own.jsonl`` (resumable like the samples);
+    a record whose response lacks a reasoning part or an answer is dropped and counted.
 
     ``mismatch`` decides records whose majority answer is not the gold label under ``agreement``: ``keep``
     them (the target is how sure the model is of the answer it will give for this image) or ``drop`` them
@@ -472,11 +480,26 @@ def build_confidence_targets(
     samples_path = Path(samples_path) if samples_path else out.with_name(out.stem + ".samples.jsonl")
     rows = collect_samples(records, responder, samples_path, config=dict(config or {}), seed=seed,
                            chunk_size=chunk_size, overwrite=overwrite, progress=progress)
+    own = (collect_samples(records, own_responder, out.with_name(out.stem + ".own.jsonl"),
+                           config={**(config or {}), "responses": "own", "samples": 1, "temperature": 0.0},
+                           seed=seed, chunk_size=chunk_size,
+                           overwrite=overwrite, progress=progress)
+           if own_responder is not None else [None] * len(records))
     kept, dropped, all_counts = [], Counter(), []
-    for record, row in zip(records, rows):
+    for record, row, own_row in zip(records, rows, own):
         if row["error"] is not None:
             dropped[row["error_kind"]] += 1
             continue
+        if own_row is not None:
+            if own_row["error"] is not None:
+                dropped[own_row["error_kind"]] += 1
+                continue
+            parsed = parse_response(own_row["responses"][0], record.candidates, mode="strict")
+            if parsed.label is None or any(part not in parsed.reasoning for part in REASONING_PARTS):
+                dropped["own_response_out_of_format"] += 1
+                continue
+            record = replace(record, reasoning={part: parsed.reasoning[part] for part in REASONING_PARTS},
+                             answer=parsed.label if parsed.label != record.ground_truth else None)
         counts = count_samples(row["responses"], record)
         all_counts.append((record, counts))
         if counts.answered == 0 and definition != "accuracy":
@@ -501,11 +524,12 @@ def build_confidence_targets(
     write_jsonl(out, written)
     summary = {
         "config": {**(config or {}), "definition": definition, "mismatch": mismatch, "prior": list(prior),
-                   "clip": list(clip), "seed": seed,
+                   "clip": list(clip), "seed": seed, "responses": "teacher" if own_responder is None else "own",
                    **({"neighbours": neighbours} if definition == "local_accuracy" else {})},
         "records": len(records), "written": len(written), "dropped": dict(sorted(dropped.items())),
         "skipped_lines": skipped_lines,
         "majority_is_gold": _fraction([c.majority == r.ground_truth for r, c in all_counts]),
+        "answer_is_gold": _fraction([r.answer is None for r in written]),
         "mean_target": _mean([r.confidence for r in written]),
         "targets": dict(sorted(Counter(f"{r.confidence:.2f}" for r in written).items())),
     }

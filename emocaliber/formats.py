@@ -103,14 +103,16 @@ def _match_candidate(value: object, candidates: list[str], what: str) -> str:
     raise FormatError(f"{what} {value!r} is not one of the candidates {candidates}", "unknown_label")
 
 
-def _record_from_columns(cols: dict[str, Any], *, reasoning=None, confidence=None, meta=None) -> Record:
+def _record_from_columns(cols: dict[str, Any], *, reasoning=None, confidence=None, answer=None,
+                         meta=None) -> Record:
     missing = [k for k in RECORD_COLUMNS if cols.get(k) is None]
     if missing:
         raise FormatError(f"row lacks field(s) {missing}")
     try:
         return Record(id=cols["id"], task=cols["task"], image=cols["image_path"], candidates=list(cols["candidates"]),
                       ground_truth=cols["ground_truth"], split=cols["split"], source=cols["source"],
-                      reasoning=reasoning, confidence=confidence, meta=meta or {})
+                      reasoning=reasoning, confidence=confidence,
+                      answer=answer if answer != cols["ground_truth"] else None, meta=meta or {})
     except KeyError as e:
         raise FormatError(str(e.args[0]), "unknown_task") from None
     except RecordError as e:
@@ -151,7 +153,7 @@ def to_trl_messages(record: Record, *, with_confidence: bool, image_root: str | 
 
 def record_from_trl(row: dict[str, Any]) -> Record:
     """Rebuild a record from a TRL row made here (meta is not exported). The question must be the one
-    :mod:`emocaliber.prompts` writes for the record; the reasoning and confidence come from the target."""
+    :mod:`emocaliber.prompts` writes for the record; the reasoning, confidence and answer come from the target."""
     messages = row["messages"] if "messages" in row else list(row["prompt"]) + list(row.get("completion") or [])
     record = _record_from_columns(row)
     user = next((m for m in messages if m.get("role") == "user"), None)
@@ -161,8 +163,8 @@ def record_from_trl(row: dict[str, Any]) -> Record:
     assistant = next((m for m in messages if m.get("role") == "assistant"), None)
     if assistant is None:
         return record
-    reasoning, confidence, _ = _target_fields(_text_of(assistant["content"]), record.candidates)
-    return _record_from_columns(row, reasoning=reasoning, confidence=confidence)
+    reasoning, confidence, answer = _target_fields(_text_of(assistant["content"]), record.candidates)
+    return _record_from_columns(row, reasoning=reasoning, confidence=confidence, answer=answer)
 
 
 # --- verl parquet --------------------------------------------------------------------------------------------

@@ -67,13 +67,14 @@ def format_target(reasoning: Mapping[str, str] | None, answer: str, confidence: 
 
 
 def record_target(record: Record, *, with_confidence: bool) -> str:
-    """SFT target for a record: its reasoning, its ground truth and (if asked) its confidence target."""
+    """SFT target for a record: its reasoning, its answer (the ground truth unless the record says otherwise) and
+    (if asked) its confidence target."""
     if with_confidence and record.confidence is None:
         raise ValueError(f"record {record.id!r} has no confidence target; build them with build_confidence_targets")
     # Kept inside [0.01, 0.99]: rounding alone would write 0.996 as "1.00", which the release's 0 < c < 1 format
     # gate rejects and which teaches a model to claim certainty.
     confidence = min(max(record.confidence, 0.01), 0.99) if with_confidence else None
-    return format_target(record.reasoning, record.ground_truth, confidence)
+    return format_target(record.reasoning, record.answer or record.ground_truth, confidence)
 
 
 def build_messages(

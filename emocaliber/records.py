@@ -30,7 +30,9 @@ class Record:
     """One image-question item. ``image`` is relative to the dataset root and never escapes it.
 
     ``reasoning`` holds the five structured parts (stage-1/2 corpora), ``confidence`` the stage-2 target in (0, 1),
-    ``meta`` anything source-specific (votes, original file name, SynthEmo's oracle confidence, ...).
+    ``answer`` the label an SFT target states when it is not ``ground_truth`` (a stage-2 record that carries the
+    stage-1 model's own response; the ground truth stays what the data says), ``meta`` anything source-specific
+    (votes, original file name, SynthEmo's oracle confidence, ...).
     """
 
     id: str
@@ -42,6 +44,7 @@ class Record:
     source: str
     reasoning: dict[str, str] | None = None
     confidence: float | None = None
+    answer: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -59,6 +62,9 @@ class Record:
             )
         if self.split not in SPLITS:
             raise RecordError(f"record {self.id!r}: split must be one of {SPLITS}, got {self.split!r}")
+        if self.answer is not None and self.answer not in self.candidates:
+            raise RecordError(f"record {self.id!r}: answer {self.answer!r} is not one of the candidates "
+                              f"{self.candidates}")
         if self.reasoning is not None:
             missing = [p for p in REASONING_PARTS if not isinstance(self.reasoning.get(p), str)]
             if missing or set(self.reasoning) - set(REASONING_PARTS):
@@ -83,7 +89,7 @@ class Record:
         ``candidates``, ``reasoning`` and ``meta`` with the record and is meant to be serialised at once.
         """
         d = {f: getattr(self, f) for f in _FIELDS}
-        for key in ("reasoning", "confidence"):
+        for key in ("reasoning", "confidence", "answer"):
             if d[key] is None:
                 del d[key]
         if not d["meta"]:

@@ -24,7 +24,7 @@ from emocaliber.corpora import (
     split_pools,
 )
 from emocaliber.generation import SamplingSettings, TransformersBackend
-from emocaliber.prompts import TEACHER_STRUCTURE, format_target
+from emocaliber.prompts import TEACHER_STRUCTURE, format_target, record_target
 from emocaliber.records import Record, read_records
 
 REPO = Path(__file__).resolve().parents[1]
@@ -185,6 +185,34 @@ def test_confidence_targets_equal_hand_computed_values(tmp_path):
     assert kept.meta["confidence_samples"] == {"K": 8, "answered": 7, "correct": 5, "majority": "anger",
                                                "agree": 5}
     assert kept.reasoning is None and kept.ground_truth == "anger"
+
+
+def test_own_responses_replace_the_teacher_text_and_keep_the_gold_label(tmp_path):
+    a = "<answer>{}</answer>"
+    samples = {rid: [a.format("anger")] * 3 + [a.format("fear")] for rid in ("agrees", "differs", "broken")}
+    own = {"agrees": [_ok("anger", element="its own words")], "differs": [_ok("fear")],
+           "broken": ["<think><element>x</element></think><answer>anger</answer>"]}
+    records = [_record(tmp_path, rid, gt="anger") for rid in samples]
+    records = [Record.from_dict({**r.to_dict(), "reasoning": {**PARTS, "analysis": "the teacher's"}}) for r in records]
+    sampler = BackendResponder(ScriptedBackend(samples), tmp_path, SamplingSettings(n=4, temperature=1.0))
+    greedy = ScriptedBackend(own)
+    own_responder = BackendResponder(greedy, tmp_path, SamplingSettings(n=1))
+    out = tmp_path / "stage2.jsonl"
+    summary = build_confidence_targets(records, sampler, out, chunk_size=2, progress=False,
+                                       own_responder=own_responder)
+    got = {r.id: r for r in read_records(out)}
+    assert set(got) == {"agrees", "differs"} and summary["dropped"] == {"own_response_out_of_format": 1}
+    assert got["agrees"].reasoning == {**PARTS, "element": "its own words"} and got["agrees"].answer is None
+    assert got["differs"].answer == "fear" and got["differs"].ground_truth == "anger"
+    assert got["differs"].reasoning == PARTS and got["differs"].confidence == 0.75  # 3 of 4 agree
+    assert summary["answer_is_gold"] == 0.5 and summary["config"]["responses"] == "own"
+    # The SFT target states the model's answer; the ground truth still scores it.
+    assert record_target(got["differs"], with_confidence=True) == format_target(PARTS, "fear", 0.75)
+    assert (tmp_path / "stage2.own.jsonl").is_file()
+    # Resuming reads the saved responses: the backend is not asked again.
+    asked = len(greedy.requests)
+    build_confidence_targets(records, sampler, out, chunk_size=2, progress=False, own_responder=own_responder)
+    assert len(greedy.requests) == asked and read_records(out) == list(got.values())
 
 
 def test_confidence_target_function_and_oracle_comparison():

@@ -28,7 +28,7 @@ from emocaliber.formats import (
     write_verl_parquet,
 )
 from emocaliber.prompts import SYSTEM_PROMPT, record_prompt, record_target
-from emocaliber.records import Record, read_records, write_jsonl
+from emocaliber.records import Record, RecordError, read_records, write_jsonl
 from emocaliber.sources import SkipLog
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +92,18 @@ def test_trl_prompt_completion_round_trip_and_trl_accepts_it(image_root):
                                                           image_root=image_root)])
     back = [record_from_trl(r) for r in ds]
     assert back[0] == rec and back[1] == records()[1]
+
+
+def test_a_model_answer_other_than_the_ground_truth_survives_the_trl_round_trip(image_root):
+    """A stage-2 record built from the model's own response states its answer and keeps the gold label."""
+    rec = Record.from_dict({**records()[0].to_dict(), "answer": "awe"})
+    assert rec.to_dict()["answer"] == "awe" and "answer" not in records()[0].to_dict()
+    row = to_trl_prompt_completion(rec, with_confidence=True, image_root=image_root)
+    assert "<answer>awe</answer>" in row["completion"][0]["content"][0]["text"]
+    assert row["ground_truth"] == "contentment"
+    assert record_from_trl(row) == rec
+    with pytest.raises(RecordError, match="answer 'calm' is not one of the candidates"):
+        Record.from_dict({**records()[0].to_dict(), "answer": "calm"})
 
 
 def test_trl_prompt_only_rows_for_grpo(image_root):
