@@ -269,6 +269,9 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="stage-2 confidence target (data_prep/build_confidence_targets.py; default %(default)s)")
     p.add_argument("--target-neighbours", type=whole_number(1), default=d.target_neighbours,
                    help="records per neighbourhood of the local_accuracy target (default %(default)s)")
+    p.add_argument("--stage2-responses", choices=("own", "teacher"), default=d.stage2_responses,
+                   help="answer and reasoning of the stage-2 records: the stage-1 model's greedy response, or the "
+                        "teacher's text as in the paper's corpus (default %(default)s)")
     p.add_argument("--stage3-steps", type=int, default=d.stage3_steps, help="GRPO steps (default %(default)s)")
     p.add_argument("--eval-temperature", type=float, default=d.eval_temperature,
                    help="decoding temperature of the evaluation, 0 = greedy (default %(default)s; the paper: 0.7)")
@@ -283,7 +286,7 @@ def run_demo(args: argparse.Namespace, prog: str = "emocaliber demo") -> int:
     else:
         settings = DemoSettings(out=args.out, seed=args.seed, n_train=args.n_train, n_test=args.n_test,
                                 samples=args.samples, target=args.target, target_neighbours=args.target_neighbours,
-                                stage3_steps=args.stage3_steps, eval_temperature=args.eval_temperature)
+                                stage2_responses=args.stage2_responses, stage3_steps=args.stage3_steps, eval_temperature=args.eval_temperature)
     settings.force = args.force
     try:
         Pipeline(settings).run()
