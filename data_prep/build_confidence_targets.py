@@ -18,8 +18,9 @@ prior --prior a,b (default 0,0: none; 1,1 is Laplace). Every target is clipped i
 label, teacher reasoning) unless --responses own: then they are the stage-1 model's greedy response (its own
 answer in the record's `answer` field; the gold label stays), so stage 2 learns a confidence for what the model
 writes rather than the teacher's text (the demo; docs/demo.md). --mismatch drop leaves out records whose
-majority answer is not the gold label (under agreement). Records whose image fails, or (except under accuracy) whose K samples name no candidate,
-are dropped and counted.
+majority answer is not the gold label (under agreement). Records whose image fails, (except under accuracy)
+whose K samples name no candidate, or (with --responses own) whose greedy response is out of format are dropped
+and counted.
 
 Raw samples go to --samples-file (default <out stem>.samples.jsonl) as they are produced; run the same command
 again after an interruption to continue; the targets file is derived from it and ends byte-identical.

@@ -482,8 +482,7 @@ def build_confidence_targets(
                            chunk_size=chunk_size, overwrite=overwrite, progress=progress)
     own = (collect_samples(records, own_responder, out.with_name(out.stem + ".own.jsonl"),
                            config={**(config or {}), "responses": "own", "samples": 1, "temperature": 0.0},
-                           seed=seed, chunk_size=chunk_size,
-                           overwrite=overwrite, progress=progress)
+                           seed=seed, chunk_size=chunk_size, overwrite=overwrite, progress=progress)
            if own_responder is not None else [None] * len(records))
     kept, dropped, all_counts = [], Counter(), []
     for record, row, own_row in zip(records, rows, own):
