@@ -15,6 +15,8 @@ from safetensors.torch import load_file
 
 from emocaliber.demo import CODE_DIRS, DemoSettings, Pipeline, code_digest
 from emocaliber.demo_report import KEYS, STAGES, eval_rows
+from emocaliber.parsing import parse_response
+from emocaliber.records import REASONING_PARTS, iter_jsonl, read_records
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +62,18 @@ def test_demo_stages_are_ordered(demo):
     # GRPO had something to learn from: rollouts of one prompt that stated different confidences. Without them
     # every advantage is 0 and only the rounding noise of the summed rewards moves the weights.
     assert any((e.get("rollout/confidence_group_std") or 0) > 0 for e in steps)
+
+
+@pytest.mark.slow
+def test_demo_stage2_learns_from_the_stage1_models_own_responses(demo):
+    out, _, _ = demo
+    summary = json.loads((out / "targets" / "stage2.summary.json").read_text())
+    assert summary["config"]["responses"] == "own" and summary["written"] > 0
+    own = {row["id"]: row["responses"][0] for _, row in iter_jsonl(out / "targets" / "stage2.own.jsonl")}
+    for record in read_records(out / "targets" / "stage2.jsonl"):
+        parsed = parse_response(own[record.id], record.candidates, mode="strict")
+        assert (record.answer or record.ground_truth) == parsed.label
+        assert record.reasoning == {part: parsed.reasoning[part] for part in REASONING_PARTS}
 
 
 @pytest.mark.slow
