@@ -286,7 +286,8 @@ def run_demo(args: argparse.Namespace, prog: str = "emocaliber demo") -> int:
     else:
         settings = DemoSettings(out=args.out, seed=args.seed, n_train=args.n_train, n_test=args.n_test,
                                 samples=args.samples, target=args.target, target_neighbours=args.target_neighbours,
-                                stage2_responses=args.stage2_responses, stage3_steps=args.stage3_steps, eval_temperature=args.eval_temperature)
+                                stage2_responses=args.stage2_responses, stage3_steps=args.stage3_steps,
+                                eval_temperature=args.eval_temperature)
     settings.force = args.force
     try:
         Pipeline(settings).run()
