@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from emocaliber.generation import GenerationBackend, ImageLoadError, SamplingSettings, record_request
-from emocaliber.parsing import parse_response
+from emocaliber.parsing import ParsedResponse, parse_response
 from emocaliber.prompts import format_target
 from emocaliber.records import REASONING_PARTS, Record, write_jsonl
 from emocaliber.resume import run_chunked
@@ -233,14 +233,22 @@ def judge_cot(text: str | None, record: Record) -> tuple[str, dict[str, str] | N
     candidate is the gold label (strict parsing; a confidence is neither needed nor used for stage 1).
     """
     parsed = parse_response(text, record.candidates, mode="strict")
-    parts = parsed.reasoning
-    if len(parts) != len(REASONING_PARTS) or not all(parts.values()) or not parsed.answer_text:
-        return "invalid_format", None
-    if parsed.label is None:
-        return "not_a_candidate", None
+    flaw = _cot_flaw(parsed)
+    if flaw:
+        return flaw, None
     if parsed.label != record.ground_truth:
         return "wrong_answer", None
-    return "kept", dict(parts)
+    return "kept", dict(parsed.reasoning)
+
+
+def _cot_flaw(parsed: ParsedResponse) -> str | None:
+    """Why a parsed response is no usable five-part CoT with a candidate answer (a COT_REASONS entry), or None."""
+    parts = parsed.reasoning
+    if len(parts) != len(REASONING_PARTS) or not all(parts.values()) or not parsed.answer_text:
+        return "invalid_format"
+    if parsed.label is None:
+        return "not_a_candidate"
+    return None
 
 
 def split_pools(records: Sequence[Record], fractions: Sequence[float], seed: int) -> list[list[Record]]:
@@ -494,11 +502,11 @@ def build_confidence_targets(
                 dropped[own_row["error_kind"]] += 1
                 continue
             parsed = parse_response(own_row["responses"][0], record.candidates, mode="strict")
-            if parsed.label is None or any(part not in parsed.reasoning for part in REASONING_PARTS):
+            if _cot_flaw(parsed):  # the same rule as a teacher's CoT
                 dropped["own_response_out_of_format"] += 1
                 continue
             record = replace(record, reasoning={part: parsed.reasoning[part] for part in REASONING_PARTS},
-                             answer=parsed.label if parsed.label != record.ground_truth else None)
+                             answer=parsed.label)
         counts = count_samples(row["responses"], record)
         all_counts.append((record, counts))
         if counts.answered == 0 and definition != "accuracy":

@@ -111,8 +111,7 @@ def _record_from_columns(cols: dict[str, Any], *, reasoning=None, confidence=Non
     try:
         return Record(id=cols["id"], task=cols["task"], image=cols["image_path"], candidates=list(cols["candidates"]),
                       ground_truth=cols["ground_truth"], split=cols["split"], source=cols["source"],
-                      reasoning=reasoning, confidence=confidence,
-                      answer=answer if answer != cols["ground_truth"] else None, meta=meta or {})
+                      reasoning=reasoning, confidence=confidence, answer=answer, meta=meta or {})
     except KeyError as e:
         raise FormatError(str(e.args[0]), "unknown_task") from None
     except RecordError as e:

@@ -65,6 +65,8 @@ class Record:
         if self.answer is not None and self.answer not in self.candidates:
             raise RecordError(f"record {self.id!r}: answer {self.answer!r} is not one of the candidates "
                               f"{self.candidates}")
+        if self.answer == self.ground_truth:  # one form for "states the ground truth": unset
+            self.answer = None
         if self.reasoning is not None:
             missing = [p for p in REASONING_PARTS if not isinstance(self.reasoning.get(p), str)]
             if missing or set(self.reasoning) - set(REASONING_PARTS):
