@@ -12,7 +12,8 @@
   test file), (3) ShareGPT ``conversations`` with ``from``/``value`` + ``images``. ``task``, ``candidates`` and
   ``ground_truth`` (or ``label``) are read when present; otherwise candidates come from the prompt's list, the
   task from the image folder and candidate set, and the label from the answer (VEC-CoT kept only correct CoTs).
-  Reasoning and confidence come from the assistant text through :func:`emocaliber.parsing.parse_response`.
+  Reasoning and confidence come from the assistant text through :func:`emocaliber.parsing.parse_response`; an
+  answer other than the label is kept as ``Record.answer`` (a model's own response), as in the TRL round trip.
 
 Prompt text always comes from :mod:`emocaliber.prompts`; an imported file's own prompt is kept verbatim in
 ``meta["prompt"]`` and written back by the exporters to the same format (``keep_prompt``), so a round trip is exact.
@@ -384,7 +385,9 @@ def _from_chat_row(row: dict[str, Any], *, split: str, image_prefix: str, known:
     cols = {"id": row.get("id") or f"{task}/{parts[-1]}", "task": task, "image_path": rel,
             "candidates": candidates, "ground_truth": ground_truth, "split": split,
             "source": get_task(task).source}
-    return _record_from_columns(cols, reasoning=reasoning, confidence=confidence, meta=meta)
+    # An assistant answer other than the label (a model's own response, as stage-2 records may carry) is kept as
+    # the record's answer; Record drops it when it equals the label.
+    return _record_from_columns(cols, reasoning=reasoning, confidence=confidence, answer=answer, meta=meta)
 
 
 def from_released_test(row: dict[str, Any], *, image_prefix: str = IMAGE_PREFIX) -> Record:

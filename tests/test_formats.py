@@ -236,6 +236,16 @@ def test_vec_cot_round_trip(style):
     assert to_vec_cot(from_vec_cot(row), style=style, with_confidence=True) == row
 
 
+@pytest.mark.parametrize("style", ["messages", "conversations"])
+def test_vec_cot_keeps_a_model_answer_other_than_the_ground_truth(style):
+    rec = Record.from_dict({**records()[0].to_dict(), "answer": "awe"})
+    row = to_vec_cot(rec, style=style, with_confidence=True)
+    back = from_vec_cot(row)
+    assert (back.answer, back.ground_truth) == ("awe", "contentment")
+    back.meta = {}
+    assert back == rec
+
+
 def test_vec_cot_sharegpt_row_without_task_fields():
     target = ("<think><element>a dark alley</element><human>a man runs</human><context>night</context>"
               "<interaction>shadows follow him</interaction><analysis>threat</analysis></think>"
