@@ -16,12 +16,13 @@ import argparse
 import contextlib
 import hashlib
 import json
+import os
 import runpy
 import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,12 @@ MAX_NEW_TOKENS = 160
 #: ambiguity has to come mostly with its class for calibration to be learnable on a CPU.
 WORLD_ARGS = ["--confusions", "awe:fear,fear:awe,excitement:anger,disgust:sadness", "--confusion-w", "0.55,0.7",
               "--mix-fraction", "0.2", "--w-min", "0.8", "--w-max", "0.95"]
+
+
+def default_threads() -> int:
+    """``OMP_NUM_THREADS`` when it is a whole number (what torch would take from it), else the issue's 2 cores."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else 2
 
 
 class DemoError(RuntimeError):
@@ -88,6 +95,10 @@ class DemoSettings:
     stage3_temperature: float = 0.7
     eval_temperature: float = 0.0
     n_bootstrap: int = 200
+    #: torch's intra-op threads in every step. The table depends on them (a float sum is split another way), so
+    #: the demo fixes them rather than taking torch's one per core: the same seed then gives the same table on
+    #: any machine with the same CPU type, however many cores it has.
+    threads: int = field(default_factory=default_threads)
     force: bool = False
 
     @classmethod
@@ -152,7 +163,7 @@ class Pipeline:
              force: bool) -> bool:
         """Run one step unless it finished before with the same command line and code; returns whether it ran."""
         marker = self.markers / f"{name}.json"
-        done = {"command": key, "code": self.code}
+        done = {"command": key, "code": self.code, "threads": self.s.threads}
         if not force and _read_marker(marker) == done:
             self.log(f"[{index}/{total}] {name}: done before, reused ({self.elapsed()})")
             return False
@@ -225,11 +236,18 @@ class Pipeline:
         return steps
 
     def run(self) -> dict[str, Any]:
+        import torch
+
         steps = self.plan()
         ran = self.s.force
-        for i, (name, key, fn) in enumerate(steps, 1):
-            # Once a step has run anew, everything after it may see different inputs: redo it too.
-            ran = self.step(i, len(steps) + 1, name, key, fn, force=ran) or ran
+        saved = torch.get_num_threads()
+        torch.set_num_threads(self.s.threads)
+        try:
+            for i, (name, key, fn) in enumerate(steps, 1):
+                # Once a step has run anew, everything after it may see different inputs: redo it too.
+                ran = self.step(i, len(steps) + 1, name, key, fn, force=ran) or ran
+        finally:
+            torch.set_num_threads(saved)
         self.log(f"[{len(steps) + 1}/{len(steps) + 1}] report ({self.elapsed()})")
         from emocaliber.demo_report import write_demo_report
 
@@ -275,6 +293,9 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--stage3-steps", type=int, default=d.stage3_steps, help="GRPO steps (default %(default)s)")
     p.add_argument("--eval-temperature", type=float, default=d.eval_temperature,
                    help="decoding temperature of the evaluation, 0 = greedy (default %(default)s; the paper: 0.7)")
+    p.add_argument("--threads", type=whole_number(1), default=None,
+                   help="torch threads of every step; the table depends on them (default: OMP_NUM_THREADS if set, "
+                        "else 2)")
     p.add_argument("--quick", action="store_true", help="the reduced size the test suite runs (a few minutes)")
     p.add_argument("--force", action="store_true", help="redo every step even if it finished before")
     return p
@@ -288,6 +309,8 @@ def run_demo(args: argparse.Namespace, prog: str = "emocaliber demo") -> int:
                                 samples=args.samples, target=args.target, target_neighbours=args.target_neighbours,
                                 stage2_responses=args.stage2_responses, stage3_steps=args.stage3_steps,
                                 eval_temperature=args.eval_temperature)
+    if args.threads is not None:
+        settings.threads = args.threads
     settings.force = args.force
     try:
         Pipeline(settings).run()

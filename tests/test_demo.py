@@ -13,7 +13,7 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-from emocaliber.demo import CODE_DIRS, DemoSettings, Pipeline, code_digest
+from emocaliber.demo import CODE_DIRS, DemoError, DemoSettings, Pipeline, code_digest
 from emocaliber.demo_report import KEYS, STAGES, eval_rows
 from emocaliber.parsing import parse_response
 from emocaliber.records import REASONING_PARTS, iter_jsonl, read_records
@@ -108,6 +108,21 @@ def test_a_step_is_redone_when_the_code_changed(tmp_path):
     assert step() and not step() and len(runs) == 1
     pipeline.code = "another checkout"
     assert step() and len(runs) == 2
+    pipeline.s.threads += 1  # another thread count gives other numbers
+    assert step() and len(runs) == 3
+
+
+def test_every_step_runs_with_the_settings_thread_count(tmp_path, monkeypatch):
+    import torch
+
+    seen: list[int] = []
+    pipeline = Pipeline(DemoSettings(out=str(tmp_path), threads=3), log=lambda _: None)
+    monkeypatch.setattr(pipeline, "plan", lambda: [("synthemo", ["x"], lambda: seen.append(torch.get_num_threads()))])
+    before = torch.get_num_threads()
+    with pytest.raises(DemoError, match="report"):  # no evaluation to report on
+        pipeline.run()
+    assert seen == [3] and torch.get_num_threads() == before
+    assert json.loads((tmp_path / ".done" / "synthemo.json").read_text())["threads"] == 3
 
 
 def test_a_cut_short_evaluation_is_named(tmp_path):
