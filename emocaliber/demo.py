@@ -5,9 +5,9 @@ stage-2 SFT -> stage-3 GRPO -> evaluation of every stage -> one report next to t
 image's best possible confidence.
 
 Every step runs the same script a GPU user runs (``data_prep/``, ``recipes/``, ``eval/``), in this process with
-its own command line, only with the tiny configs. A step whose command line and project code are unchanged since
-it last finished is reused, so a re-run after an interruption continues where it stopped (``--force`` redoes
-everything).
+its own command line, only with the tiny configs. A step whose command line, project code and thread count are
+unchanged since it last finished is reused, so a re-run after an interruption continues where it stopped
+(``--force`` redoes everything).
 """
 
 from __future__ import annotations
@@ -161,7 +161,8 @@ class Pipeline:
 
     def step(self, index: int, total: int, name: str, key: list[str], run: Callable[[], None], *,
              force: bool) -> bool:
-        """Run one step unless it finished before with the same command line and code; returns whether it ran."""
+        """Run one step unless it finished before with the same command line, code and thread count; returns
+        whether it ran."""
         marker = self.markers / f"{name}.json"
         done = {"command": key, "code": self.code, "threads": self.s.threads}
         if not force and _read_marker(marker) == done:
