@@ -6,6 +6,11 @@ For each run directory (``python -m emocaliber.demo --out DIR``) it reads the st
 (repeatable) checks another evaluation in place of the run's stage 3, for a stage-3 variant trained from the same
 stage 2 and evaluated as the demo evaluates it. The last line counts the stage-3 misses (five checks per group).
 
+Each run also gets a paired comparison of stage 3 with stage 2 on the same test images: the AUROC difference and
+the ECE ratio, each with a 95% percentile interval over ``--paired`` resamples of the images (0 = none). Each
+evaluation's own interval is wider than that of a difference on the same images; an interval that holds the
+target's boundary (a difference of 0, a ratio of 0.7) marks a miss or a hit the test set cannot tell apart.
+
 Example: python bench/demo_targets.py runs/d0 runs/d1 runs/d2
          python bench/demo_targets.py runs/d0 --stage3 runs/d0/x-g4/eval
 """
@@ -13,9 +18,16 @@ Example: python bench/demo_targets.py runs/d0 runs/d1 runs/d2
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
-from emocaliber.demo_report import eval_rows, stage_rows
+import numpy as np
+
+from emocaliber.demo_report import PARSE_MODE, eval_rows, stage_rows
+from emocaliber.metrics import auroc, ece
+from emocaliber.parsing import parse_response
+from emocaliber.records import iter_jsonl
+from emocaliber.tasks import get_task
 
 GROUPS = ("Synth VSA", "Synth VER")  # in distribution; Synth OOD has no target
 
@@ -57,11 +69,57 @@ def checks(table: dict, stage3: dict) -> list[tuple[str, str, bool, str]]:
     return out
 
 
+def _scored(ev: Path) -> dict[tuple[str, int], tuple[str, float, float]]:
+    """(record id, sample) -> (group, confidence, correct) for every response of ``ev`` that states a confidence,
+    read with the parser and correctness rule of the evaluation."""
+    out = {}
+    for _, row in iter_jsonl(ev / "predictions.jsonl"):
+        record = row["record"]
+        if row.get("response") is None:
+            continue
+        parsed = parse_response(row["response"], record["candidates"], mode=PARSE_MODE)
+        if parsed.confidence is not None:
+            out[(record["id"], row.get("sample", 0))] = (
+                get_task(record["task"]).group, parsed.confidence, float(parsed.label == record["ground_truth"]))
+    return out
+
+
+def _differences(c2, y2, c3, y3, idx: np.ndarray) -> tuple[float, float]:
+    """Stage 3's AUROC minus stage 2's and stage 3's ECE over stage 2's, both on the images ``idx``."""
+    e2 = ece(c2[idx], y2[idx])
+    return auroc(c3[idx], y3[idx]) - auroc(c2[idx], y2[idx]), ece(c3[idx], y3[idx]) / e2 if e2 else np.nan
+
+
+def paired(stage2: Path, stage3: Path, n_resamples: int, seed: int = 0) -> dict[str, dict[str, tuple]]:
+    """Per in-distribution group: ``n`` images both stages answered with a confidence, and (point, low, high) of
+    stage 3's AUROC minus stage 2's and of stage 3's ECE over stage 2's, resampling the same images for both."""
+    a, b = _scored(stage2), _scored(stage3)
+    rng = np.random.default_rng(seed)
+    out: dict[str, dict[str, tuple]] = {}
+    for g in GROUPS:
+        keys = sorted(k for k in a.keys() & b.keys() if a[k][0] == g)
+        if not keys:
+            out[g] = {"n": 0, "auroc_diff": (np.nan,) * 3, "ece_ratio": (np.nan,) * 3}
+            continue
+        c2, y2 = (np.array([a[k][i] for k in keys], dtype=float) for i in (1, 2))
+        c3, y3 = (np.array([b[k][i] for k in keys], dtype=float) for i in (1, 2))
+        point = _differences(c2, y2, c3, y3, np.arange(len(keys)))
+        boot = np.array([_differences(c2, y2, c3, y3, rng.integers(0, len(keys), len(keys)))
+                         for _ in range(n_resamples)]).reshape(-1, 2)
+        with warnings.catch_warnings():  # a statistic undefined in every resample has no interval (NaN)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo, hi = np.nanpercentile(boot, [2.5, 97.5], axis=0) if len(boot) else np.full((2, 2), np.nan)
+        out[g] = {"n": len(keys), "auroc_diff": (point[0], lo[0], hi[0]), "ece_ratio": (point[1], lo[1], hi[1])}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, help="demo run directories")
     p.add_argument("--stage3", type=Path, action="append", default=[],
                    help="an evaluation directory to check in place of each run's stage 3 (one per run, in order)")
+    p.add_argument("--paired", type=int, default=1000, metavar="N",
+                   help="resamples of the paired stage-3 against stage-2 comparison, 0 = none (default %(default)s)")
     args = p.parse_args()
     if args.stage3 and len(args.stage3) != len(args.runs):
         p.error(f"--stage3 given {len(args.stage3)} times for {len(args.runs)} runs; give one per run")
@@ -80,6 +138,12 @@ def main() -> None:
             misses += not holds and stage == "stage3"
             print(f"  {'ok  ' if holds else 'MISS'} {name}: {measured}")
         print(f"  stage-3 misses: {misses} of 10")
+        if args.paired > 0:
+            stage3_dir = args.stage3[i] if args.stage3 else run / "eval" / "stage3"
+            for g, d in paired(run / "eval" / "stage2", stage3_dir, args.paired).items():
+                (da, la, ha), (r, lr, hr) = (np.array(d[k], dtype=float) for k in ("auroc_diff", "ece_ratio"))
+                print(f"  paired on {d['n']} {g} images (95% of {args.paired} resamples): stage 3 - stage 2 AUROC "
+                      f"{100 * da:+.2f} [{100 * la:+.2f}, {100 * ha:+.2f}], ECE x{r:.2f} [{lr:.2f}, {hr:.2f}]")
         total += misses
     print(f"stage-3 misses over {len(args.runs)} runs: {total}")
 

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from emocaliber.demo import CODE_DIRS, DemoError, DemoSettings, Pipeline, code_digest
 from emocaliber.demo_report import KEYS, STAGES, eval_rows
+from emocaliber.metrics import auroc, ece
 from emocaliber.parsing import parse_response
 from emocaliber.records import REASONING_PARTS, iter_jsonl, read_records
 
@@ -164,13 +165,18 @@ def test_a_broken_evaluation_at_report_time_is_a_demo_error(tmp_path, monkeypatc
         pipeline.run()
 
 
-def test_targets_name_what_cannot_be_measured():
+def _demo_targets():
     import importlib.util
     from pathlib import Path
 
     spec = importlib.util.spec_from_file_location("demo_targets", Path(__file__).parents[1] / "bench/demo_targets.py")
     targets = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(targets)
+    return targets
+
+
+def test_targets_name_what_cannot_be_measured():
+    targets = _demo_targets()
     row = {"accuracy": 0.8, "ece": 0.02, "brier": 0.1, "auroc": 0.8, "parse_rate": 1.0}
     table = {stage: {g: dict(row) for g in targets.GROUPS} for stage in ("stage1", "stage2", "oracle")}
     table["stage2"]["Synth VSA"]["ece"] = 0.0
@@ -180,3 +186,36 @@ def test_targets_name_what_cannot_be_measured():
     assert found["Synth VSA stage 3 ECE >= 30% below stage 2"] == (False, "1.0 against 0")
     assert found["Synth VER stage 3 AUROC >= stage 2"] == (False, "not measured")
     assert found["Synth VER stage 3 ECE >= 30% below stage 2"] == (True, "-50%")
+
+
+def _write_predictions(ev, rows: list[tuple[str, str, float]]) -> None:
+    """An evaluation directory holding one SynthEmo-2 (VSA) prediction per (id, answer, confidence); truth positive."""
+    ev.mkdir(parents=True)
+    think = "<think>" + "".join(f"<{p}>x</{p}>" for p in REASONING_PARTS) + "</think>"
+    with open(ev / "predictions.jsonl", "w") as f:
+        for rid, answer, conf in rows:
+            record = {"id": rid, "task": "SynthEmo-2", "candidates": ["positive", "negative"],
+                      "ground_truth": "positive"}
+            response = f"{think}<answer>{answer}</answer><confidence>{conf:.2f}</confidence>"
+            f.write(json.dumps({"record": record, "response": response, "sample": 0, "error": None}) + "\n")
+
+
+def test_targets_compare_stage3_with_stage2_on_the_same_images(tmp_path):
+    targets = _demo_targets()
+    answers = ["positive" if i % 3 else "negative" for i in range(60)]  # two in three right
+    # Stage 2 states nearly the same confidence for every answer; stage 3 ranks right above wrong.
+    stage2 = [(f"r{i}", a, 0.60 + 0.01 * (i % 5)) for i, a in enumerate(answers)]
+    stage3 = [(f"r{i}", a, 0.80 if a == "positive" else 0.40) for i, a in enumerate(answers)]
+    _write_predictions(tmp_path / "s2", stage2 + [("only-in-stage-2", "positive", 0.5)])
+    _write_predictions(tmp_path / "s3", stage3)
+    _write_predictions(tmp_path / "same", stage2)
+    better = targets.paired(tmp_path / "s2", tmp_path / "s3", 200)
+    assert better["Synth VSA"]["n"] == 60 and better["Synth VER"]["n"] == 0
+    diff, low, high = better["Synth VSA"]["auroc_diff"]
+    assert diff == pytest.approx(1.0 - auroc([c for *_, c in stage2], [a == "positive" for a in answers]))
+    assert 0 < low <= diff <= high
+    assert better["Synth VSA"]["ece_ratio"][0] == pytest.approx(
+        ece([c for *_, c in stage3], [a == "positive" for a in answers])
+        / ece([c for *_, c in stage2], [a == "positive" for a in answers]))
+    same = targets.paired(tmp_path / "s2", tmp_path / "same", 200)["Synth VSA"]
+    assert same["auroc_diff"] == (0.0, 0.0, 0.0) and same["ece_ratio"] == pytest.approx((1.0, 1.0, 1.0))
