@@ -71,7 +71,8 @@ def checks(table: dict, stage3: dict) -> list[tuple[str, str, bool, str]]:
 
 def _scored(ev: Path) -> dict[tuple[str, int], tuple[str, float, float]]:
     """(record id, sample) -> (group, confidence, correct) for every response of ``ev`` that states a confidence,
-    read with the parser and correctness rule of the evaluation."""
+    read with the parser and correctness rule of the evaluation (the demo asks once per image; several samples of
+    an image would be resampled one by one)."""
     out = {}
     for _, row in iter_jsonl(ev / "predictions.jsonl"):
         record = row["record"]
