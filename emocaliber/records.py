@@ -84,23 +84,6 @@ class Record:
     def task_spec(self):
         return get_task(self.task)
 
-    def label_probabilities(self) -> list[float] | None:
-        """P(label) per candidate from ``meta["label_probs"]`` (probabilities) or ``meta["votes"]`` (annotator
-        counts, as Abstract keeps them), both keyed by label; None when the record has neither or they sum to 0.
-
-        Stage 3 can then score a response against the annotators' distribution instead of the one label drawn
-        from it (``emocaliber.rewards``).
-        """
-        raw = self.meta.get("label_probs", self.meta.get("votes"))
-        if not isinstance(raw, dict):
-            return None
-        values = [raw.get(c, 0) for c in self.candidates]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-                   for v in values) or sum(values) <= 0:
-            raise RecordError(f"record {self.id!r}: meta label probabilities or votes must be numbers >= 0 with a "
-                              f"positive sum over the candidates, got {raw!r}")
-        return [v / sum(values) for v in values]
-
     def to_dict(self) -> dict[str, Any]:
         """The on-disk form; optional fields that are unset are left out.
 

@@ -204,25 +204,12 @@ def _candidate_row(candidates: Any) -> list[Any] | None:
         return None
 
 
-def _probability_row(probs: Any, candidates: list[Any] | None) -> list[float] | None:
-    """A completion's label distribution (one probability per candidate), or None when there is none to use."""
-    if probs is None or candidates is None or isinstance(probs, (str, bytes)):
-        return None
-    try:
-        row = [float(p) for p in probs]
-    except (TypeError, ValueError):
-        return None
-    return row if len(row) == len(candidates) and all(math.isfinite(p) and p >= 0 for p in row) else None
-
-
-def _judge(completions: Any, ground_truth: Any, candidates: Any, label_probs: Any = None, *,
+def _judge(completions: Any, ground_truth: Any, candidates: Any, *,
            need_truth: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per completion: valid format, correctness, confidence (NaN if invalid), via the strict parser.
+    """Per completion: valid format, correct (and valid), confidence (NaN if invalid), via the strict parser.
 
     With a ``candidates`` row the answer must name exactly the ground truth among them; without one, the
-    normalized answer must equal the ground truth. With a ``label_probs`` row (one probability per candidate,
-    :func:`emocaliber.records.label_probabilities`) correctness is the probability that the named label is the
-    image's label, so the reward is the expected score over the annotators' labels instead of one draw of them.
+    normalized answer must equal the ground truth.
     """
     items = _as_list(completions)
     n = len(items)
@@ -230,19 +217,14 @@ def _judge(completions: Any, ground_truth: Any, candidates: Any, label_probs: An
     if need_truth:
         _warn_missing("ground_truth", truths)
     cand_rows = _rows(candidates, n, "candidates", shared_list=True)
-    prob_rows = _rows(label_probs, n, "label_probs")
     valid, correct, conf = np.zeros(n, bool), np.zeros(n), np.full(n, np.nan)
-    for k, (item, gt, cands, probs) in enumerate(zip(items, truths, cand_rows, prob_rows)):
+    for k, (item, gt, cands) in enumerate(zip(items, truths, cand_rows)):
         row = _candidate_row(cands)
         parsed = parse_response(completion_text(item), row or (), "strict")
         if not parsed.valid_format or parsed.confidence is None:
             continue
         valid[k], conf[k] = True, parsed.confidence
-        dist = _probability_row(probs, row)
-        if dist is not None:
-            total = sum(dist)
-            correct[k] = dist[row.index(parsed.label)] / total if parsed.label in row and total > 0 else 0.0
-        elif isinstance(gt, str):
+        if isinstance(gt, str):
             if row:
                 correct[k] = parsed.label is not None and parsed.label.lower() == gt.strip().lower()
             else:
@@ -252,10 +234,7 @@ def _judge(completions: Any, ground_truth: Any, candidates: Any, label_probs: An
 
 def _gated_rule(rule: str, valid: np.ndarray, correct: np.ndarray, conf: np.ndarray,
                 eps: float = LOG_EPS) -> np.ndarray:
-    """The rule's score, expected over correctness when that is a probability (linear in it; exact for 0/1)."""
-    c = np.where(valid, conf, 0.5)
-    expected = correct * rule_score(rule, c, 1.0, eps) + (1.0 - correct) * rule_score(rule, c, 0.0, eps)
-    return np.where(valid, expected, rule_worst(rule, eps))
+    return np.where(valid, rule_score(rule, np.where(valid, conf, 0.5), correct, eps), rule_worst(rule, eps))
 
 
 class WeightedReward:
@@ -284,7 +263,7 @@ class WeightedReward:
 
     def __call__(self, completions: Any = None, ground_truth: Any = None, candidates: Any = None,
                  **kwargs: Any) -> list[float]:
-        valid, correct, conf = _judge(completions, ground_truth, candidates, kwargs.get("label_probs"))
+        valid, correct, conf = _judge(completions, ground_truth, candidates)
         _monitor(kwargs.get("log_metric"), valid, correct, conf)
         wf, wa, wc = self.weights
         total = wf * valid + wa * correct + wc * _gated_rule(self.rule, valid, correct, conf, self.eps)
@@ -314,33 +293,32 @@ def format_reward(completions: Any = None, **kwargs: Any) -> list[float]:
 
 def accuracy_reward(completions: Any = None, ground_truth: Any = None, candidates: Any = None,
                     **kwargs: Any) -> list[float]:
-    """1 if the format is valid and the answer names the ground truth, else 0 (with ``label_probs``: the
-    probability that the named label is the image's label)."""
-    _, correct, _ = _judge(completions, ground_truth, candidates, kwargs.get("label_probs"))
+    """1 if the format is valid and the answer names the ground truth, else 0."""
+    _, correct, _ = _judge(completions, ground_truth, candidates)
     return _finite(correct, 0.0)
 
 
-def _calibration(rule: str, completions: Any, ground_truth: Any, candidates: Any, label_probs: Any) -> list[float]:
-    valid, correct, conf = _judge(completions, ground_truth, candidates, label_probs)
+def _calibration(rule: str, completions: Any, ground_truth: Any, candidates: Any) -> list[float]:
+    valid, correct, conf = _judge(completions, ground_truth, candidates)
     return _finite(_gated_rule(rule, valid, correct, conf), rule_worst(rule))
 
 
 def calibration_reward_log(completions: Any = None, ground_truth: Any = None, candidates: Any = None,
                            **kwargs: Any) -> list[float]:
     """Bounded log score of the stated confidence (``rule_score("log")``); its minimum if the format is broken."""
-    return _calibration("log", completions, ground_truth, candidates, kwargs.get("label_probs"))
+    return _calibration("log", completions, ground_truth, candidates)
 
 
 def calibration_reward_brier(completions: Any = None, ground_truth: Any = None, candidates: Any = None,
                              **kwargs: Any) -> list[float]:
     """``-(c - i)^2``; -1 if the format is broken."""
-    return _calibration("brier", completions, ground_truth, candidates, kwargs.get("label_probs"))
+    return _calibration("brier", completions, ground_truth, candidates)
 
 
 def calibration_reward_spherical(completions: Any = None, ground_truth: Any = None, candidates: Any = None,
                                  **kwargs: Any) -> list[float]:
     """Spherical score minus 1 (in [-1, 0]); -1 if the format is broken."""
-    return _calibration("spherical", completions, ground_truth, candidates, kwargs.get("label_probs"))
+    return _calibration("spherical", completions, ground_truth, candidates)
 
 
 CALIBRATION_REWARDS: dict[str, RewardFunc] = {

@@ -153,31 +153,6 @@ def test_unusable_candidate_rows_fall_back_to_exact_answers(row):
     assert one(R.accuracy_reward, resp("Awe"), candidates=[row]) == 1.0
 
 
-def test_a_label_distribution_makes_the_reward_its_expectation_over_the_labels():
-    probs = [0.6 if c == "awe" else 0.4 if c == "fear" else 0.0 for c in CANDS]
-    for name in ("calibrated_log", "brier", "spherical"):
-        func = R.REWARDS[name]
-        for answer, p in (("awe", 0.6), ("fear", 0.4), ("sadness", 0.0)):
-            text = resp(answer, "0.7")
-            right = one(func, text, answer, candidates=[CANDS])
-            wrong = one(func, text, "anger", candidates=[CANDS])
-            for truth in ("awe", "fear"):  # the drawn label no longer matters
-                got = one(func, text, truth, candidates=[CANDS], label_probs=[probs])
-                assert got == pytest.approx(p * right + (1 - p) * wrong, abs=1e-12), (name, answer, truth)
-    assert one(R.accuracy_reward, resp("fear"), "awe", candidates=[CANDS], label_probs=[probs]) == pytest.approx(0.4)
-    # votes need not be normalised; a broken format still scores the failure value
-    votes = [3 * p for p in probs]
-    assert one(R.accuracy_reward, resp("fear"), "awe", candidates=[CANDS], label_probs=[votes]) == pytest.approx(0.4)
-    assert one(R.calibrated_log_reward, "awe", "awe", candidates=[CANDS], label_probs=[probs]) == \
-        R.calibrated_log_reward.failure_score
-
-
-@pytest.mark.parametrize("row", [None, [], [0.5, 0.5], "0.5", [float("nan")] * 8, [-1.0] + [0.0] * 7])
-def test_an_unusable_label_distribution_falls_back_to_the_ground_truth(row):
-    assert one(R.accuracy_reward, resp("fear"), "fear", candidates=[CANDS], label_probs=[row]) == 1.0
-    assert one(R.accuracy_reward, resp("fear"), "awe", candidates=[CANDS], label_probs=[row]) == 0.0
-
-
 def test_candidates_may_be_one_shared_list():
     texts = [resp("awe"), resp("the answer is fear")]
     assert R.accuracy_reward(texts, ground_truth=["awe", "fear"], candidates=CANDS) == [1.0, 1.0]

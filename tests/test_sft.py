@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 
 from emocaliber.formats import to_trl_prompt_completion
 from emocaliber.prompts import SYSTEM_PROMPT, record_target
-from emocaliber.records import RecordError, read_records, write_records
+from emocaliber.records import read_records
 from emocaliber.train.checkpoint import INFO_FILE, merge_lora, missing_parts
 from emocaliber.train.configs import ConfigError, DataArgs, ModelArgs, parse_args_and_config
 from emocaliber.train.data import DataError, load_split, records_to_dataset
@@ -134,28 +134,6 @@ def test_rows_are_formats_rows_with_lazily_decoded_images(world):
         (image,), (ref_image,) = row.pop("images"), ref.pop("images")
         assert _strip_none(row) == ref
         assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(ref_image))
-
-
-def test_grpo_prompts_carry_the_label_distribution_where_a_record_has_one(world, tmp_path):
-    records = read_records(world["stage1"])[:3]
-    plain = tmp_path / "plain.jsonl"
-    write_records(plain, records)
-    ds = records_to_dataset(load_split(plain, image_root=world["root"]), with_confidence=True,
-                            system_prompt=SYSTEM_PROMPT, completion=False)
-    assert "label_probs" not in ds.column_names  # no record has one: the reward uses the ground truth
-    first, second = records[0], records[1]
-    first.meta["votes"] = {first.candidates[0]: 3, first.candidates[-1]: 1}
-    second.meta["label_probs"] = {c: 1.0 for c in second.candidates}
-    write_records(tmp_path / "soft.jsonl", records)
-    ds = records_to_dataset(load_split(tmp_path / "soft.jsonl", image_root=world["root"]), with_confidence=True,
-                            system_prompt=SYSTEM_PROMPT, completion=False)
-    n = len(first.candidates)
-    assert ds[0]["label_probs"] == [0.75] + [0.0] * (n - 2) + [0.25]
-    assert ds[1]["label_probs"] == pytest.approx([1 / len(second.candidates)] * len(second.candidates))
-    assert ds[2]["label_probs"] is None
-    second.meta["label_probs"] = {second.candidates[0]: -1.0}
-    with pytest.raises(RecordError, match=f"record {second.id!r}: meta label probabilities"):
-        second.label_probabilities()
 
 
 def _write_lines(path: Path, lines: list[str]) -> Path:

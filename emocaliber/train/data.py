@@ -153,13 +153,7 @@ def records_to_dataset(
         if completion:
             row["completion"] = messages[-1:]
         row["images"] = [str(image)]
-        row |= record_columns(record)
-        if not completion:  # GRPO prompts: the reward scores against the label distribution where there is one
-            row["label_probs"] = record.label_probabilities()
-        rows.append(row)
-    if rows and all(r.get("label_probs") is None for r in rows):
-        for r in rows:
-            r.pop("label_probs", None)
+        rows.append(row | record_columns(record))
     return Dataset.from_list(rows).cast_column("images", List(Image()))
 
 
