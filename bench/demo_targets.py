@@ -9,7 +9,8 @@ stage 2 and evaluated as the demo evaluates it. The last line counts the stage-3
 Each run also gets a paired comparison of stage 3 with stage 2 on the same test images: the AUROC difference and
 the ECE ratio, each with a 95% percentile interval over ``--paired`` resamples of the images (0 = none). Each
 evaluation's own interval is wider than that of a difference on the same images; an interval that holds the
-target's boundary (a difference of 0, a ratio of 0.7) marks a miss or a hit the test set cannot tell apart.
+target's boundary (a difference of 0, a ratio of 0.7) marks a miss or a hit the test set cannot tell apart. A
+30% cut that asks for an ECE below the oracle's own on the same images is marked as such.
 
 Example: python bench/demo_targets.py runs/d0 runs/d1 runs/d2
          python bench/demo_targets.py runs/d0 --stage3 runs/d0/x-g4/eval
@@ -40,6 +41,14 @@ def _check(stage: str, name: str, holds, measured, *values: float | None) -> tup
     return stage, name, holds(*values), measured(*values)
 
 
+def _cut(s3: float, s2: float, oracle: float) -> str:
+    """The ECE change, and whether the cut asks for less than the oracle's own ECE on these images: labels are
+    draws, so even the oracle's ECE is not 0, and a stage 2 near it leaves a 30% cut only below it."""
+    text = f"{100 * (s3 / s2 - 1):+.0f}%" if s2 else f"{100 * s3:.1f} against 0"
+    return text + (f" (asks for {100 * 0.7 * s2:.2f}, below the oracle's {100 * oracle:.2f})"
+                   if 0.7 * s2 < oracle else "")
+
+
 def checks(table: dict, stage3: dict) -> list[tuple[str, str, bool, str]]:
     """(stage, target, holds, measured) for every target of the issue, per in-distribution group."""
     out = []
@@ -54,9 +63,8 @@ def checks(table: dict, stage3: dict) -> list[tuple[str, str, bool, str]]:
                    s2["parse_rate"]),
             _check("stage2", f"{g} stage 2 accuracy within 2 points of stage 1", lambda a, b: abs(a - b) <= 0.02,
                    lambda a, b: f"{100 * (a - b):+.1f}", s2["accuracy"], s1["accuracy"]),
-            _check("stage3", f"{g} stage 3 ECE >= 30% below stage 2", lambda a, b: a <= 0.7 * b,
-                   lambda a, b: f"{100 * (a / b - 1):+.0f}%" if b else f"{100 * a:.1f} against 0",
-                   s3["ece"], s2["ece"]),
+            _check("stage3", f"{g} stage 3 ECE >= 30% below stage 2", lambda a, b, _: a <= 0.7 * b, _cut,
+                   s3["ece"], s2["ece"], o["ece"]),
             _check("stage3", f"{g} stage 3 accuracy within 1 point of stage 2", lambda a, b: abs(a - b) <= 0.01,
                    lambda a, b: f"{100 * (a - b):+.1f}", s3["accuracy"], s2["accuracy"]),
             _check("stage3", f"{g} stage 3 ECE within 0.03 of oracle", lambda a, b: a - b <= 0.03,
