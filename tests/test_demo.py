@@ -165,18 +165,19 @@ def test_a_broken_evaluation_at_report_time_is_a_demo_error(tmp_path, monkeypatc
         pipeline.run()
 
 
-def _demo_targets():
+def _bench(name: str):
+    """A script of bench/ as a module (bench/ is not a package)."""
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("demo_targets", Path(__file__).parents[1] / "bench/demo_targets.py")
-    targets = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(targets)
-    return targets
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_targets_name_what_cannot_be_measured():
-    targets = _demo_targets()
+    targets = _bench("demo_targets")
     row = {"accuracy": 0.8, "ece": 0.02, "brier": 0.1, "auroc": 0.8, "parse_rate": 1.0}
     table = {stage: {g: dict(row) for g in targets.GROUPS} for stage in ("stage1", "stage2", "oracle")}
     table["stage2"]["Synth VSA"]["ece"] = 0.0
@@ -203,7 +204,7 @@ def _write_predictions(ev, rows: list[tuple[str, str, float]]) -> None:
 
 
 def test_targets_compare_stage3_with_stage2_on_the_same_images(tmp_path):
-    targets = _demo_targets()
+    targets = _bench("demo_targets")
     answers = ["positive" if i % 3 else "negative" for i in range(60)]  # two in three right
     # Stage 2 states nearly the same confidence for every answer; stage 3 ranks right above wrong.
     stage2 = [(f"r{i}", a, 0.60 + 0.01 * (i % 5)) for i, a in enumerate(answers)]
@@ -221,3 +222,37 @@ def test_targets_compare_stage3_with_stage2_on_the_same_images(tmp_path):
         / ece([c for *_, c in stage2], [a == "positive" for a in answers]))
     same = targets.paired(tmp_path / "s2", tmp_path / "same", 200)["Synth VSA"]
     assert same["auroc_diff"] == (0.0, 0.0, 0.0) and same["ece_ratio"] == pytest.approx((1.0, 1.0, 1.0))
+
+
+
+@pytest.mark.slow
+def test_stage3_variant_reruns_the_demos_stage3(demo):
+    """With no flags the variant is the demo's stage 3 to the byte; a flag given overrides the demo's."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from trl import GRPOConfig, TrlParser
+
+    from emocaliber.train.configs import DataArgs, ModelArgs, parse_args_and_config
+    from emocaliber.train.grpo import GRPOScriptArgs
+
+    out, _, _ = demo
+    repo = Path(__file__).parents[1]
+    markers = {p.name: p.read_bytes() for p in (out / ".done").iterdir()}
+    cmd = [sys.executable, str(repo / "bench/stage3_variant.py"), str(out), "same"]
+    done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("stage3/model.safetensors", "eval/stage3/predictions.jsonl"):
+        assert (out / "same" / name).read_bytes() == (out / name).read_bytes(), name
+    assert {p.name: p.read_bytes() for p in (out / ".done").iterdir()} == markers  # the run is left as it was
+
+    (grpo, _), _ = _bench("stage3_variant").variant_commands(out, "v2", ["--max_steps", "2"])
+    assert grpo[grpo.index("--output_dir") + 1] == str(out / "v2" / "stage3")
+    parser = TrlParser((ModelArgs, DataArgs, GRPOScriptArgs, GRPOConfig))
+    assert parse_args_and_config(parser, grpo[1:])[3].max_steps == 2  # the demo's quick stage 3 runs 6
+
+    again = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600, check=False)
+    assert again.returncode == 2 and "exists; choose another name" in again.stderr
+    escape = subprocess.run(cmd[:3] + ["../v3"], cwd=repo, capture_output=True, text=True, timeout=600, check=False)
+    assert escape.returncode == 2 and "plain directory name" in escape.stderr

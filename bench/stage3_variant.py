@@ -1,0 +1,153 @@
+#!/usr/bin/env python
+"""Rerun a finished demo's stage 3 with changed settings, then evaluate it as the demo evaluates stage 3.
+
+Why: every stage-3 trial in docs/demo.md is the demo's own GRPO step with a flag or two changed, trained from the
+same stage 2, and then the demo's own stage-3 evaluation. Both commands are read from the run's done-markers
+(``RUN/.done/stage3.json``, ``RUN/.done/eval-stage3.json``) and run in this process with the marker's torch thread
+count, as the demo ran them, so a trial differs from the demo only in the flags given here (a flag given again
+overrides the demo's). The variant's checkpoint and evaluation go to ``RUN/NAME/stage3`` and
+``RUN/NAME/eval/stage3``; the run itself is left as it was. Run it from the directory the demo ran in: the
+markers hold the demo's paths as it was given them.
+
+``--greedy-prefix`` makes every rollout share the greedy reasoning and answer, so that a group's completions differ
+only in the stated confidence (session 12's trial, docs/demo.md). It patches transformers' ``generate`` in this
+process: a sampling call first decodes greedily, cuts each row after ``<confidence>`` and samples the rest from
+there. It is a trial, not a recipe option: TRL 1.16's ``rollout_func`` drops a VLM's images, so doing it properly
+means overriding the trainer's generation.
+
+Check the variant against issue 11's targets:
+    python bench/demo_targets.py RUN --stage3 RUN/NAME/eval/stage3
+
+Example: python bench/stage3_variant.py runs/e0 b64 -- --per_device_train_batch_size 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from emocaliber.demo import DemoError, code_digest, run_script
+
+
+def _marker(run: Path, step: str) -> dict:
+    path = run / ".done" / f"{step}.json"
+    try:
+        marker = json.loads(path.read_text())
+        return {"command": list(map(str, marker["command"])), "threads": int(marker["threads"]),
+                "code": marker.get("code")}
+    except FileNotFoundError:
+        raise SystemExit(f"{path}: not found; {run} is not a finished demo run (python -m emocaliber.demo "
+                         f"--out {run})") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"{path}: not a demo done-marker ({e}); rerun the demo to rewrite it") from None
+
+
+def _replace(command: list[str], flag: str, value: str) -> list[str]:
+    if flag not in command[:-1]:
+        raise SystemExit(f"the demo's command {command[0]} has no {flag}; this script no longer matches the demo")
+    i = command.index(flag)
+    return [*command[:i + 1], value, *command[i + 2:]]
+
+
+def variant_commands(run: Path, name: str, flags: list[str]) -> tuple[list[list[str]], int]:
+    """The demo's stage-3 and stage-3 evaluation commands, writing under ``run/name`` and with ``flags`` added to
+    the GRPO step; and the thread count they ran with."""
+    train, evaluate = _marker(run, "stage3"), _marker(run, "eval-stage3")
+    model = train["command"][train["command"].index("--model_name_or_path") + 1]
+    if not Path(model).is_dir():
+        raise SystemExit(f"{model} (stage 2, from {run}/.done/stage3.json): not a directory; run this from the "
+                         f"directory the demo ran in")
+    if train["code"] != code_digest():
+        print(f"note: the project's code changed since {run}'s stage 3 ran; the variant runs today's code")
+    out = run / name
+    grpo = _replace(train["command"], "--output_dir", str(out / "stage3")) + flags
+    ev = _replace(_replace(evaluate["command"], "--model", str(out / "stage3")), "--out", str(out / "eval" / "stage3"))
+    return [grpo, ev], train["threads"]
+
+
+@contextlib.contextmanager
+def greedy_prefix_rollouts(tokenizer) -> Iterator[None]:
+    """Within: ``GenerationMixin.generate``'s sampling calls keep the greedy response up to ``<confidence>`` and
+    sample only what follows; a call whose rows do not share one such prefix keeps its greedy rows (a flat group)."""
+    import copy
+
+    import torch
+    from transformers import GenerationMixin
+
+    generate = GenerationMixin.generate
+
+    def prefix_length(ids: torch.Tensor) -> int | None:
+        for k in range(1, len(ids) + 1):
+            if tokenizer.decode(ids[:k], skip_special_tokens=True).endswith("<confidence>"):
+                return k
+        return None
+
+    def patched(self, *args, generation_config=None, **kwargs):
+        if generation_config is None or not generation_config.do_sample or "input_ids" not in kwargs:
+            return generate(self, *args, generation_config=generation_config, **kwargs)
+        greedy = copy.deepcopy(generation_config)
+        greedy.do_sample, greedy.temperature, greedy.top_p, greedy.top_k, greedy.min_p = False, None, None, None, None
+        out = generate(self, *args, generation_config=greedy, **kwargs)
+        ids = kwargs["input_ids"]
+        completions = out[:, ids.shape[1]:]
+        k = prefix_length(completions[0])
+        if k is None or not all(torch.equal(completions[0, :k], row[:k]) for row in completions):
+            return out
+        extended = dict(kwargs, input_ids=torch.cat([ids, completions[:, :k]], 1))
+        for key, value in kwargs.items():  # attention mask, mm_token_type_ids: the prefix is text
+            if key != "input_ids" and torch.is_tensor(value) and value.shape == ids.shape:
+                fill = torch.ones_like if key == "attention_mask" else torch.zeros_like
+                extended[key] = torch.cat([value, fill(completions[:, :k])], 1)
+        sample = copy.deepcopy(generation_config)
+        sample.max_new_tokens = 16  # "0.xx</confidence>" and the end of the turn
+        return generate(self, *args, generation_config=sample, **extended)
+
+    GenerationMixin.generate = patched
+    try:
+        yield
+    finally:
+        GenerationMixin.generate = generate
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                usage="%(prog)s [-h] [--greedy-prefix] run name [-- flags for stage3_grpo.py ...]")
+    p.add_argument("run", type=Path, help="a finished demo run directory")
+    p.add_argument("name", help="the variant's directory under RUN (letters, digits, '.', '_' and '-')")
+    p.add_argument("--greedy-prefix", action="store_true",
+                   help="rollouts share the greedy reasoning and answer; only the confidence is sampled")
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args, flags = p.parse_args(argv[:cut]), argv[cut + 1:]
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.name):
+        p.error(f"name {args.name!r}: use a plain directory name (letters, digits, '.', '_' and '-')")
+    if (args.run / args.name).exists():
+        p.error(f"{args.run / args.name} exists; choose another name or delete it")
+    commands, threads = variant_commands(args.run, args.name, flags)
+
+    import torch
+
+    torch.set_num_threads(threads)
+    for i, (script, *script_args) in enumerate(commands):
+        print(f"python {script} {' '.join(script_args)}", flush=True)
+        rollouts = contextlib.nullcontext()
+        if args.greedy_prefix and i == 0:
+            from transformers import AutoTokenizer
+
+            model = script_args[script_args.index("--model_name_or_path") + 1]
+            rollouts = greedy_prefix_rollouts(AutoTokenizer.from_pretrained(model))
+        try:
+            with rollouts:
+                run_script(script, script_args)
+        except DemoError as e:
+            raise SystemExit(str(e)) from None
+    print(f"check it: python bench/demo_targets.py {args.run} --stage3 {args.run / args.name / 'eval' / 'stage3'}")
+
+
+if __name__ == "__main__":
+    main()
