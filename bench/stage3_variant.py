@@ -47,18 +47,23 @@ def _marker(run: Path, step: str) -> dict:
         raise SystemExit(f"{path}: not a demo done-marker ({e}); rerun the demo to rewrite it") from None
 
 
-def _replace(command: list[str], flag: str, value: str) -> list[str]:
+def _index(command: list[str], flag: str) -> int:
+    """Where ``flag``'s value is in ``command``."""
     if flag not in command[:-1]:
         raise SystemExit(f"the demo's command {command[0]} has no {flag}; this script no longer matches the demo")
-    i = command.index(flag)
-    return [*command[:i + 1], value, *command[i + 2:]]
+    return command.index(flag) + 1
+
+
+def _replace(command: list[str], flag: str, value: str) -> list[str]:
+    i = _index(command, flag)
+    return [*command[:i], value, *command[i + 1:]]
 
 
 def variant_commands(run: Path, name: str, flags: list[str]) -> tuple[list[list[str]], int]:
     """The demo's stage-3 and stage-3 evaluation commands, writing under ``run/name`` and with ``flags`` added to
     the GRPO step; and the thread count they ran with."""
     train, evaluate = _marker(run, "stage3"), _marker(run, "eval-stage3")
-    model = train["command"][train["command"].index("--model_name_or_path") + 1]
+    model = train["command"][_index(train["command"], "--model_name_or_path")]
     if not Path(model).is_dir():
         raise SystemExit(f"{model} (stage 2, from {run}/.done/stage3.json): not a directory; run this from the "
                          f"directory the demo ran in")
@@ -133,17 +138,17 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(threads)
-    for i, (script, *script_args) in enumerate(commands):
-        print(f"python {script} {' '.join(script_args)}", flush=True)
+    for i, command in enumerate(commands):
+        print(f"python {' '.join(command)}", flush=True)
         rollouts = contextlib.nullcontext()
         if args.greedy_prefix and i == 0:
             from transformers import AutoTokenizer
 
-            model = script_args[script_args.index("--model_name_or_path") + 1]
+            model = command[_index(command, "--model_name_or_path")]
             rollouts = greedy_prefix_rollouts(AutoTokenizer.from_pretrained(model))
         try:
             with rollouts:
-                run_script(script, script_args)
+                run_script(command[0], command[1:])
         except DemoError as e:
             raise SystemExit(str(e)) from None
     print(f"check it: python bench/demo_targets.py {args.run} --stage3 {args.run / args.name / 'eval' / 'stage3'}")

@@ -256,3 +256,25 @@ def test_stage3_variant_reruns_the_demos_stage3(demo):
     assert again.returncode == 2 and "exists; choose another name" in again.stderr
     escape = subprocess.run(cmd[:3] + ["../v3"], cwd=repo, capture_output=True, text=True, timeout=600, check=False)
     assert escape.returncode == 2 and "plain directory name" in escape.stderr
+
+
+@pytest.mark.slow
+def test_greedy_prefix_rollouts_sample_only_the_confidence(demo):
+    from transformers import GenerationMixin
+
+    from emocaliber.generation import SamplingSettings, TransformersBackend, record_request
+
+    out, _, _ = demo
+    backend = TransformersBackend(out / "stage2", batch_size=4, progress=False)
+    requests = [record_request(r, image_root=out / "data") for r in read_records(out / "data" / "test.jsonl")[:8]]
+    greedy = [texts[0] for texts in backend.generate(requests, SamplingSettings(max_new_tokens=160))]
+    i = next(j for j, text in enumerate(greedy) if "<confidence>" in text)
+    prefix = greedy[i][:greedy[i].index("<confidence>") + len("<confidence>")]
+    hot = SamplingSettings(temperature=1.5, max_new_tokens=160, seed=1)
+    assert not all(t[0].startswith(prefix) for t in backend.generate([requests[i]] * 4, hot))
+    original = GenerationMixin.generate
+    with _bench("stage3_variant").greedy_prefix_rollouts(backend.processor.tokenizer):
+        shared = [t[0] for t in backend.generate([requests[i]] * 4, hot)]
+    assert GenerationMixin.generate is original
+    assert all(t.startswith(prefix) and len(t) > len(prefix) for t in shared)
+    assert any(t != greedy[i] for t in shared)  # what follows the prefix was sampled
