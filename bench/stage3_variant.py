@@ -99,6 +99,9 @@ def greedy_prefix_rollouts(tokenizer) -> Iterator[None]:
         greedy.do_sample, greedy.temperature, greedy.top_p, greedy.top_k, greedy.min_p = False, None, None, None, None
         out = generate(self, *args, generation_config=greedy, **kwargs)
         ids = kwargs["input_ids"]
+        if out.shape[0] != ids.shape[0]:
+            raise ValueError("--greedy-prefix needs one prompt row per completion, as TRL passes them; "
+                             "num_return_sequences > 1 is not supported")
         completions = out[:, ids.shape[1]:]
         k = prefix_length(completions[0])
         if k is None or not all(torch.equal(completions[0, :k], row[:k]) for row in completions):

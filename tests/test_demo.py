@@ -224,7 +224,6 @@ def test_targets_compare_stage3_with_stage2_on_the_same_images(tmp_path):
     assert same["auroc_diff"] == (0.0, 0.0, 0.0) and same["ece_ratio"] == pytest.approx((1.0, 1.0, 1.0))
 
 
-
 @pytest.mark.slow
 def test_stage3_variant_reruns_the_demos_stage3(demo):
     """With no flags the variant is the demo's stage 3 to the byte; a flag given overrides the demo's."""
