@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from emocaliber.demo import DemoError, code_digest, run_script
+from emocaliber.train.credit import OPEN
 
 
 def _marker(run: Path, step: str) -> dict:
@@ -88,7 +89,7 @@ def greedy_prefix_rollouts(tokenizer) -> Iterator[None]:
 
     def prefix_length(ids: torch.Tensor) -> int | None:
         for k in range(1, len(ids) + 1):
-            if tokenizer.decode(ids[:k], skip_special_tokens=True).endswith("<confidence>"):
+            if tokenizer.decode(ids[:k], skip_special_tokens=True).endswith(OPEN):
                 return k
         return None
 
