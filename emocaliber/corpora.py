@@ -519,6 +519,8 @@ def build_confidence_targets(
     if definition == "local_accuracy":
         from emocaliber.local_accuracy import local_accuracy
 
+        # The samples' majority is scored even when the record states the greedy answer (--responses own):
+        # scoring the greedy answer was tried twice and left stage 3 worse calibrated (docs/demo.md).
         raw = local_accuracy([c.majority == r.ground_truth for r, c, _ in kept],
                              [answered_reasoning(responses, r) for r, _, responses in kept],
                              [r.task for r, _, _ in kept], neighbours)
