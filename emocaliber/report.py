@@ -285,6 +285,7 @@ def plot_risk_coverage(curves: dict[str, tuple[Any, Any]], path: str | os.PathLi
     for colour, (name, (conf, correct)) in zip(_colours(len(curves)), curves.items()):
         c, y = _xy(conf, correct)
         if not len(c):
+            ax.plot([], [], color=colour, label=f"{name}: no confidences")
             continue
         rc = M.risk_coverage_curve(c, y)
         label = f"{name}: AURC {M.aurc(c, y):.3f}, E-AURC {M.e_aurc(c, y):.3f}"

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emocaliber.report import evaluate_predictions, plot_reliability, summary_lines, write_report
+from emocaliber.report import (
+    evaluate_predictions,
+    plot_reliability,
+    plot_risk_coverage,
+    summary_lines,
+    write_report,
+)
 from emocaliber.tasks import get_task
 
 THINK = ("<think><element>a red circle on a dark field</element><human>no people present</human>"
@@ -221,3 +227,14 @@ def test_duplicate_rows_are_skipped_not_double_counted():
     r = evaluate_predictions(rows, n_bootstrap=0)
     assert r["tasks"]["FI-8"]["metrics"]["n"] == 5
     assert any("duplicate" in s for s in r["skipped_rows"]["first"])
+
+
+def test_risk_coverage_names_a_group_without_confidences(tmp_path, recwarn):
+    # A model before stage 2 states no confidence: its group must say so rather than vanish from the legend.
+    path = plot_risk_coverage({"ID VSA": ([None, None], [1, 0]), "ID VER": ([0.9, 0.4, 0.6], [1, 0, 1])},
+                              tmp_path / "rc.png")
+    _check_png(path)
+    assert not [w for w in recwarn if "legend" in str(w.message)]
+    only_missing = plot_risk_coverage({"ID VSA": ([None], [1])}, tmp_path / "none.png")
+    _check_png(only_missing)
+    assert not [w for w in recwarn if "legend" in str(w.message)]
