@@ -229,7 +229,7 @@ def test_duplicate_rows_are_skipped_not_double_counted():
     assert any("duplicate" in s for s in r["skipped_rows"]["first"])
 
 
-def test_risk_coverage_names_a_group_without_confidences(tmp_path, recwarn):
+def test_risk_coverage_labels_a_group_without_confidences_so_the_legend_never_comes_up_empty(tmp_path, recwarn):
     # A model before stage 2 states no confidence: its group must say so rather than vanish from the legend.
     path = plot_risk_coverage({"ID VSA": ([None, None], [1, 0]), "ID VER": ([0.9, 0.4, 0.6], [1, 0, 1])},
                               tmp_path / "rc.png")
