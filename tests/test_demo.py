@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from safetensors.torch import load_file
 
 from emocaliber.demo import CODE_DIRS, DemoError, DemoSettings, Pipeline, code_digest
 from emocaliber.demo_report import KEYS, STAGES, eval_rows
-from emocaliber.metrics import auroc, ece
+from emocaliber.metrics import auroc, bin_index, ece
 from emocaliber.parsing import parse_response
 from emocaliber.records import REASONING_PARTS, iter_jsonl, read_records
 
@@ -277,3 +278,60 @@ def test_greedy_prefix_rollouts_sample_only_the_confidence(demo):
     assert GenerationMixin.generate is original
     assert all(t.startswith(prefix) and len(t) > len(prefix) for t in shared)
     assert any(t != greedy[i] for t in shared)  # what follows the prefix was sampled
+
+
+def _recalibration(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "bench"))  # it imports its neighbours
+    return _bench("prompt_recalibration")
+
+
+def test_recalibrations_state_what_their_fit_items_say(monkeypatch):
+    rc = _recalibration(monkeypatch)
+    rng = np.random.default_rng(0)
+    names = np.array(["awe", "fear", "joy"] * 40)
+    conf = rng.uniform(0.45, 0.75, len(names))
+    right = rng.random(len(names)) < np.where(names == "awe", 0.5, 0.7)
+    items = (names, conf, right)
+    shifted = rc.class_shift(items, items)
+    for k in ("awe", "fear", "joy"):  # in sample, each class then states its accuracy on average (no clipping here)
+        assert shifted[names == k].mean() == pytest.approx(right[names == k].mean())
+        assert np.array_equal(np.argsort(shifted[names == k]), np.argsort(conf[names == k]))  # ranking kept
+    binned = rc.binning(items, items)
+    for b in np.unique(bin_index(conf)):
+        assert np.all(binned[bin_index(conf) == b] == right[bin_index(conf) == b].mean())
+    only_high = tuple(a[conf >= 0.6] for a in items)
+    low = conf < 0.6
+    assert np.array_equal(rc.binning(only_high, items)[low], conf[low])  # no fit items: stated confidence kept
+    # Shrinking keeps each class's direction and moves it less, the less its prompts can tell.
+    shrunk = rc.class_shift_shrunk(items, items)
+    for k in ("awe", "fear", "joy"):
+        full, part = (x[names == k].mean() - conf[names == k].mean() for x in (shifted, shrunk))
+        assert 0 < part / full < 1
+    few = tuple(a[:6] for a in items)  # two prompts per class: the gaps are all noise
+    assert np.array_equal(rc.class_shift_shrunk(few, items), conf)
+    # Cross-fitting never uses an item's own label.
+    flipped = right.copy()
+    flipped[7] = not flipped[7]
+    a, b = (rc.cross_fit(rc.class_shift, (names, conf, r)) for r in (right, flipped))
+    assert a[7] == b[7] and not np.array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_prompt_recalibration_fits_on_stage2s_answers_to_the_stage3_prompts(demo):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out, _, _ = demo
+    repo = Path(__file__).parents[1]
+    cmd = [sys.executable, str(repo / "bench/prompt_recalibration.py"), str(out), "--draws", "5", "--seen", "20"]
+    done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(iter_jsonl(out / "recalibration" / "stage2-on-stage3-prompts" / "predictions.jsonl"))
+    prompts = list(iter_jsonl(out / "cot" / "stage3.jsonl"))
+    assert [r["record"]["id"] for _, r in rows] == [p["id"] for _, p in prompts]
+    assert f"stage 2 on {len(prompts)} stage-3 prompts" in done.stdout
+    for name in ("stage 3", "binning", "class shift", "class shift, shrunk", "class shift, cross-fit"):
+        assert f"  {name}: " in done.stdout.split("cuts of 30% or more")[1]
