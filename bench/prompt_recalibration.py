@@ -31,6 +31,7 @@ Example: python bench/prompt_recalibration.py runs/e0 runs/e1 runs/e2 runs/e3
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -42,23 +43,26 @@ from emocaliber.evaluation import PREDICTIONS_FILE
 from emocaliber.metrics import auroc, bin_index, ece
 
 ECE_CUT = 0.7  # issue 11: stage 3's ECE at most this fraction of stage 2's
-Cells = dict[str, dict[str, tuple[list, list, list, list]]]  # by_class: {task: {class: (conf, right, ...)}}
 
 
 def stage2_on_prompts(run: Path) -> Path:
-    """Stage 2's predictions on the stage-3 prompts, made by the demo's own stage-2 evaluation command (once)."""
+    """Stage 2's predictions on the stage-3 prompts, made by the demo's own stage-2 evaluation command; kept until
+    the run's stage-2 evaluation is redone."""
     out = run / "recalibration" / "stage2-on-stage3-prompts"
-    if (out / PREDICTIONS_FILE).is_file():
+    done = out / "metrics.json"  # written last
+    if done.is_file() and done.stat().st_mtime > (run / ".done" / "eval-stage2.json").stat().st_mtime:
         return out
     marker, stage3 = _marker(run, "eval-stage2"), _marker(run, "stage3")
+    if done.is_file():  # from an earlier stage 2: start again rather than resume its predictions
+        shutil.rmtree(out)
     prompts = stage3["command"][stage3["command"].index("--train_file") + 1]
-    command = _replace(_replace(marker["command"], "--data", prompts), "--out", str(out))
+    command = [*_replace(_replace(marker["command"], "--data", prompts), "--out", str(out)), "--n-bootstrap", "0"]
     import torch
 
     torch.set_num_threads(marker["threads"])
     print(f"python {' '.join(command)}", flush=True)
     try:
-        run_script(command[0], [*command[1:], "--n-bootstrap", "0"])
+        run_script(command[0], command[1:])
     except DemoError as e:
         raise SystemExit(str(e)) from None
     return out
@@ -73,6 +77,7 @@ def _flat(classes: dict[str, tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def binning(fit: tuple, test: tuple) -> np.ndarray:
+    """Histogram binning on the metric's own bins, so a fit on the test items themselves would leave ECE 0."""
     _, c_fit, r_fit = fit
     _, c, _ = test
     b_fit, b = bin_index(c_fit, 10), bin_index(c, 10)
@@ -85,6 +90,7 @@ def binning(fit: tuple, test: tuple) -> np.ndarray:
 
 
 def class_shift(fit: tuple, test: tuple) -> np.ndarray:
+    """Per class, the mean confidence moved to the accuracy: what GRPO can learn per class, ranking kept."""
     n_fit, c_fit, r_fit = fit
     n, c, _ = test
     out = c.copy()
@@ -96,14 +102,16 @@ def class_shift(fit: tuple, test: tuple) -> np.ndarray:
 
 
 def class_shift_shrunk(fit: tuple, test: tuple) -> np.ndarray:
+    """``class_shift`` with each gap shrunk by spread / (spread + its variance): a small class's gap is mostly
+    its label draws."""
     n_fit, c_fit, r_fit = fit
     n, c, _ = test
     classes = [k for k in np.unique(n) if (n_fit == k).any()]
     gaps = np.array([r_fit[n_fit == k].mean() - c_fit[n_fit == k].mean() for k in classes])
-    # Each gap's sampling variance, with the accuracy kept off 0 and 1 so a class of all-right prompts is not
+    # Each gap's sampling variance, the accuracy kept off 0 and 1 so that a class of all-right prompts is not
     # taken as exact.
-    var = np.array([np.clip(r_fit[n_fit == k].mean(), 0.05, 0.95) * (1 - np.clip(r_fit[n_fit == k].mean(), 0.05, 0.95))
-                    / (n_fit == k).sum() for k in classes])
+    acc = np.array([np.clip(r_fit[n_fit == k].mean(), 0.05, 0.95) for k in classes])
+    var = acc * (1 - acc) / np.array([(n_fit == k).sum() for k in classes])
     spread = max(0.0, float(np.mean(gaps ** 2) - np.mean(var))) if len(classes) else 0.0
     out = c.copy()
     for k, gap, v in zip(classes, gaps, var, strict=True):
