@@ -34,6 +34,7 @@ from emocaliber.formats import (
     import_released_files,
     iter_record_file,
 )
+from emocaliber.records import RecordError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,9 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "export":
-        n = export_records(iter_record_file(args.records), args.to, args.out, image_root=args.image_root,
-                           with_confidence=not args.no_confidence, image_prefix=args.image_prefix,
-                           data_source=args.data_source)
+        # An export is a training or test file: a bad record stops it (naming file and line) rather than leaving
+        # a file that silently lacks rows.
+        try:
+            n = export_records(iter_record_file(args.records), args.to, args.out, image_root=args.image_root,
+                               with_confidence=not args.no_confidence, image_prefix=args.image_prefix,
+                               data_source=args.data_source)
+        except (RecordError, FileNotFoundError, ValueError) as e:  # FormatError is a ValueError
+            print(f"import_released.py: error: {e}; nothing was written to {args.out}", file=sys.stderr)
+            return 1
         print(f"wrote {n} rows to {args.out}")
         return 0
     if not args.test and not args.cot:

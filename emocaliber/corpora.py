@@ -41,7 +41,7 @@ from typing import Any
 from emocaliber.generation import GenerationBackend, ImageLoadError, SamplingSettings, record_request
 from emocaliber.parsing import ParsedResponse, parse_response
 from emocaliber.prompts import format_target
-from emocaliber.records import REASONING_PARTS, Record, write_jsonl
+from emocaliber.records import REASONING_PARTS, Record, iter_jsonl, write_jsonl
 from emocaliber.resume import run_chunked
 
 #: A responder turns a chunk of records and the chunk's seed into one samples row per record.
@@ -214,7 +214,8 @@ def collect_samples(
     with tqdm(total=len(records), desc="sampling", unit="item", disable=not progress) as bar:
         run_chunked(list(records), path, responder, chunk_size=chunk_size, seed=seed, overwrite=overwrite,
                     progress=bar.update)
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    # Line by line, not str.splitlines(): a response may hold U+2028 or U+0085, which JSON leaves unescaped.
+    rows = [row for _, row in iter_jsonl(path)]
     for r, row in zip(records, rows):
         if row["id"] != r.id:
             raise CorpusError(f"{path}: row for {row['id']!r} where {r.id!r} was expected; pass --overwrite")

@@ -218,15 +218,20 @@ def write_verl_parquet(records: Iterable[Record], path: str | os.PathLike, *, im
     tmp = path.with_name(path.name + ".tmp")
     n = 0
     batch: list[dict[str, Any]] = []
-    with pq.ParquetWriter(tmp, schema) as writer:
-        for record in records:
-            batch.append(to_verl_row(record, index=n, image_root=image_root, embed_images=embed_images, **row_kwargs))
-            n += 1
-            if len(batch) >= batch_size:
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for record in records:
+                batch.append(to_verl_row(record, index=n, image_root=image_root, embed_images=embed_images,
+                                         **row_kwargs))
+                n += 1
+                if len(batch) >= batch_size:
+                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                    batch = []
+            if batch or n == 0:
                 writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-                batch = []
-        if batch or n == 0:
-            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return n
 

@@ -122,6 +122,8 @@ def safe_relpath(path: str) -> str:
     """Normalise a data-supplied relative path; reject absolute paths and any '..' that would leave the root."""
     if not isinstance(path, str) or not path.strip():
         raise RecordError(f"image path must be a non-empty string, got {path!r}")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+        raise RecordError(f"image path {path!r} holds a control character (NUL, newline, ...); fix the index entry")
     p = path.replace("\\", "/")
     if p.startswith("/") or (len(p) > 1 and p[1] == ":"):
         raise RecordError(f"image path {path!r} is absolute; paths must be relative to the dataset root")
@@ -191,15 +193,20 @@ def dumps(obj: dict[str, Any]) -> str:
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[Record | dict[str, Any]]) -> int:
-    """Write rows atomically (temp file + rename); returns the number written."""
+    """Write rows atomically (temp file + rename); returns the number written. A row that fails leaves neither
+    a partial file nor its temp file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with tmp.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(dumps(row.to_dict() if isinstance(row, Record) else row) + "\n")
-            n += 1
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(dumps(row.to_dict() if isinstance(row, Record) else row) + "\n")
+                n += 1
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return n
 

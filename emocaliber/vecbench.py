@@ -125,11 +125,26 @@ class TestSelector:
         return None if self.cap is None else {rid for _, rid in self.heap}
 
 
+def _placed(src: Path, dst: Path) -> bool:
+    """``dst`` already serves ``src``'s current bytes: the same file (a hard or symbolic link to it), or a copy
+    with its size and modification time."""
+    try:
+        if os.path.samefile(src, dst):
+            return True
+        s, d = os.stat(src), os.stat(dst)
+    except OSError:
+        return False
+    return (s.st_size, s.st_mtime_ns) == (d.st_size, d.st_mtime_ns)
+
+
 def place_file(src: Path, dst: Path, mode: str) -> None:
     """Put ``src`` at ``dst`` by ``mode``: ``hardlink`` (falls back to a copy across file systems), ``copy`` or
-    ``symlink``. An existing ``dst`` is kept, so a re-run resumes instead of redoing the work."""
-    if os.path.lexists(dst):
+    ``symlink``. A ``dst`` that already serves ``src`` is kept, so a re-run resumes instead of redoing the work;
+    one left from an older original is replaced, so a corrected image reaches the output."""
+    if _placed(src, dst):
         return
+    if os.path.lexists(dst):
+        os.unlink(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     if mode == "symlink":
         os.symlink(src.resolve(), dst)
@@ -143,7 +158,7 @@ def place_file(src: Path, dst: Path, mode: str) -> None:
     elif mode != "copy":
         raise ValueError(f"unknown link mode {mode!r}")
     tmp = dst.with_name(dst.name + ".part")
-    shutil.copyfile(src, tmp)
+    shutil.copy2(src, tmp)  # with its modification time, which tells a re-run that the copy is current
     os.replace(tmp, dst)
 
 
@@ -188,8 +203,8 @@ def _with_checks(source: Source, records: Iterable[Record], cfg: BuildConfig, po
     for record in records:
         if record.image != last_image:
             last_image, src = record.image, source.original_path(record)
-            check = (pool.submit(check_image, src, verify=cfg.verify) if pool
-                     else check_image(src, verify=cfg.verify))
+            check = (pool.submit(check_image, src, verify=cfg.verify, root=source.root) if pool
+                     else check_image(src, verify=cfg.verify, root=source.root))
         window.append((record, src, check))
         while len(window) > ahead:
             rec, path, result = window.popleft()

@@ -68,7 +68,8 @@ def make_emoset(root: Path, splits: dict[str, list], *, annotations: dict[str, d
     for split, entries in splits.items():
         (base / f"{split}.json").write_text(json.dumps(entries))
     for rel in sorted(wanted):
-        write_image(base / rel)
+        if "\0" not in rel:  # a NUL cannot be in a file name: such an entry is only in the index
+            write_image(base / rel)
     for rel, content in (annotations or {}).items():
         (base / rel).parent.mkdir(parents=True, exist_ok=True)
         (base / rel).write_text(json.dumps(content))

@@ -25,7 +25,7 @@ from emocaliber.corpora import (
 )
 from emocaliber.generation import SamplingSettings, TransformersBackend
 from emocaliber.prompts import TEACHER_STRUCTURE, format_target, record_target
-from emocaliber.records import Record, read_records
+from emocaliber.records import Record, iter_jsonl, read_records
 
 REPO = Path(__file__).resolve().parents[1]
 PARTS = {"element": "a red field", "human": "no people present", "context": "dark", "interaction": "none",
@@ -108,6 +108,21 @@ def test_cot_filter_keeps_exactly_the_valid_correct_tries(tmp_path):
     text = backend.requests[0].messages[-1]["content"][1]["text"]
     assert TEACHER_STRUCTURE in text and GOLD_HINT.format(label="anger") in text
     assert "no-image" not in [r.id for r in backend.requests]
+
+
+def test_a_response_with_unicode_line_separators_is_kept_whole(tmp_path):
+    # JSON leaves U+2028, U+2029 and U+0085 unescaped; str.splitlines() would cut the samples file's line there.
+    odd = _ok("anger", element="a red\u2028field\u0085under\u2029light")
+    records = [_record(tmp_path, "odd"), _record(tmp_path, "plain")]
+    responder = BackendResponder(ScriptedBackend({"odd": [odd], "plain": [_ok("anger")]}), tmp_path,
+                                 SamplingSettings(n=1), teacher=True, show_gold=True)
+    for _ in range(2):  # the first run, then a resumed one reading the same samples back
+        build_cot(records, responder, tmp_path / "out", seed=0, chunk_size=1, progress=False, config={})
+    kept = [r.id for name in ("stage1", "stage2_pool", "stage3") for r in read_records(tmp_path / "out" /
+                                                                                         f"{name}.jsonl")]
+    assert sorted(kept) == ["odd", "plain"]
+    rows = {row["id"]: row for _, row in iter_jsonl(tmp_path / "out" / "teacher_samples.jsonl")}
+    assert rows["odd"]["responses"] == [odd]
 
 
 def test_pool_split_is_seeded_per_task_and_disjoint(tmp_path):

@@ -317,6 +317,20 @@ def test_export_script_to_every_format(tmp_path, image_root):
         export_records(records(), "verl", out / "y.parquet")
 
 
+@pytest.mark.parametrize("fmt, name", [("released", "t.jsonl"), ("verl", "t.parquet")])
+def test_export_stops_at_a_bad_record_naming_it_and_writes_nothing(tmp_path, image_root, capsys, fmt, name):
+    src = tmp_path / "records.jsonl"
+    rows = [r.to_dict() for r in records()]
+    rows[1]["ground_truth"] = "calm"  # not a candidate
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "x" / name
+    assert cli.main(["export", "--records", str(src), "--to", fmt, "--out", str(out),
+                     "--image-root", str(image_root)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"import_released.py: error: {src}:2: ")
+    assert not out.parent.exists() or not any(out.parent.iterdir())  # neither the file nor its temp file
+
+
 def test_skiplog_rejects_unknown_reasons():
     with pytest.raises(ValueError, match="unknown skip reason"):
         SkipLog().add("nope", "x", "y")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -92,7 +93,8 @@ def test_emoset_both_entry_shapes_attributes_and_bad_entries(tmp_path):
         "train": [["amusement", "amusement_00004", "image/amusement/amusement_00004.jpg",
                    "annotation/amusement/amusement_00004.json"],
                   ["happy", "image/happy/happy_00006.jpg", "annotation/happy/happy_00006.json"],
-                  ["fear", "../../outside.jpg", "annotation/fear/fear_00007.json"]],
+                  ["fear", "../../outside.jpg", "annotation/fear/fear_00007.json"],
+                  ["fear", "image/fear/bad\u0000.jpg", "annotation/fear/fear_00008.json"]],  # a NUL in the path
     }, annotations={
         "annotation/awe/awe_00001.json": {"emotion": "awe", "scene": "mountain", "object": ["Tree", "Sky"],
                                           "brightness": 0.6},
@@ -110,7 +112,8 @@ def test_emoset_both_entry_shapes_attributes_and_bad_entries(tmp_path):
             {"file": "amusement_00004.jpg", "source_split": "train", "image_id": "amusement_00004",
              "attributes": {"facial_expression": "happy"}}),
     ]
-    assert counts(skips) == {"emoset_entry_shape": 2, "unknown_label": 1, "path_escapes_root": 1}
+    assert counts(skips) == {"emoset_entry_shape": 2, "unknown_label": 1, "path_escapes_root": 2}
+    assert any("control character" in ex for ex in skips.examples["path_escapes_root"])
     assert any("test.json" in ex and "entry 1" in ex for ex in skips.examples["emoset_entry_shape"])
 
 
@@ -283,13 +286,14 @@ def test_zip_entries_escaping_the_target_are_refused(tmp_path):
         link = zipfile.ZipInfo("images/joy/a/link.jpg")
         link.external_attr = 0o120777 << 16
         zf.writestr(link, "../../../../etc/passwd")
+        zf.writestr(".", b"x")  # names the target folder itself: its temp file would land beside it
     zpath = tmp_path / "in" / "images.zip"
     zpath.parent.mkdir()
     zpath.write_bytes(buf.getvalue())
     target = tmp_path / "out" / "t"
     skips = SkipLog()
     assert safe_extract_zip(zpath, target, skips, group="UnbiasedEmo") == 1
-    assert counts(skips) == {"zip_entry_unsafe": 4}
+    assert counts(skips) == {"zip_entry_unsafe": 5}
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert written == ["in/images.zip", "out/t/images/joy/a/ok.jpg"]
     assert not any(p.is_symlink() for p in tmp_path.rglob("*"))
@@ -371,6 +375,19 @@ class _Handler(BaseHTTPRequestHandler):
         name = self.path.rsplit("/", 1)[-1]
         if name.startswith("slow"):
             threading.Event().wait(0.7)
+        if name == "drip.jpg":  # headers at once, then a byte every 50 ms: each read is within the socket timeout
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(GOOD)))
+            self.end_headers()
+            try:
+                for i in range(len(GOOD)):
+                    self.wfile.write(GOOD[i:i + 1])
+                    self.wfile.flush()
+                    threading.Event().wait(0.05)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            return
         status, ctype, body = {
             "ok.jpg": (200, "image/jpeg", GOOD),
             "octet.jpg": (200, "application/octet-stream", GOOD),
@@ -420,17 +437,20 @@ FAST = DownloadConfig(timeout=0.3, max_bytes=4000, retries=1, backoff=0.01, work
     ("ok.jpg", "downloaded"), ("octet.jpg", "downloaded"), ("flaky.jpg", "downloaded"),
     ("html.jpg", "bad_content_type"), ("htmlasjpeg.jpg", "html_not_image"), ("empty.jpg", "zero_byte_image"),
     ("corrupt.jpg", "corrupt_image"), ("big.jpg", "image_too_large"), ("gone.jpg", "http_404"),
-    ("slow.jpg", "timeout"),
+    ("slow.jpg", "timeout"), ("drip.jpg", "timeout"),
 ])
 def test_download_one_checks_every_answer(server, tmp_path, name, status):
     dest = tmp_path / name
+    start = time.monotonic()
     got, detail = download_one(f"{server}/img/{name}", dest, FAST)
     assert got == status, detail
+    if name == "drip.jpg":  # the 0.3 s deadline holds for the body too (the whole drip takes 2 x len(GOOD) x 50 ms)
+        assert time.monotonic() - start < 0.025 * len(GOOD)
     assert dest.exists() == (status == "downloaded")
     assert not dest.with_name(name + ".part").exists()
     if status == "downloaded":
         assert dest.read_bytes() == GOOD
-    expected_hits = 2 if name in ("flaky.jpg", "slow.jpg") else 1  # transient failures are retried once
+    expected_hits = 2 if name in ("flaky.jpg", "slow.jpg", "drip.jpg") else 1  # transient failures: one retry
     assert _Handler.hits[f"/img/{name}"] == expected_hits
 
 

@@ -201,6 +201,44 @@ def test_rerun_into_the_same_folder_is_idempotent(tmp_path):
     assert not (out / ".vecbench-work").exists()
 
 
+@pytest.mark.parametrize("verify", [True, False])
+def test_links_out_of_the_dataset_root_are_not_followed(tmp_path, verify):
+    raw = tmp_path / "raw"
+    fi = make_fi(raw, {"awe": ["awe_1.jpg"]})
+    outside = make_fi(tmp_path / "elsewhere", {"x": ["private.jpg"]}) / "emotion_dataset" / "x"
+    awe = fi / "emotion_dataset" / "awe"
+    os.symlink(outside / "private.jpg", awe / "awe_2.jpg")  # a file link out of the root
+    os.symlink(outside, awe / "linked")                     # a folder link out of it
+    os.symlink("..", awe / "loop")                          # a folder link that would loop
+    os.symlink("awe_1.jpg", awe / "awe_3.jpg")              # a link that stays inside: fine
+    out = tmp_path / "out"
+    result = build({"fi": fi}, out, verify=verify, link_mode="copy")
+    kept = sorted(r.image for r in read_records(out / "train.jsonl") + read_records(out / "test.jsonl"))
+    assert kept == ["FI/awe/awe_1.jpg", "FI/awe/awe_1.jpg"] + (
+        [] if verify else ["FI/awe/awe_3.jpg", "FI/awe/awe_3.jpg"])  # verifying, awe_3 is awe_1's bytes
+    skipped = result.summary["skipped"]
+    assert skipped["path_escapes_root"]["total"] == 2  # awe_2 for FI-8 and FI-2
+    assert any("awe_2.jpg is a link to" in ex for ex in skipped["path_escapes_root"]["examples"])
+    assert not (out / "images" / "FI" / "awe" / "awe_2.jpg").exists()
+    assert skipped["non_image_file"]["total"] == 2  # the two folder links, yielded as files and not entered
+
+
+def test_a_rebuild_serves_a_corrected_original(tmp_path):
+    from PIL import Image
+
+    art = make_artphoto(tmp_path / "raw", ["sad_1.jpg"])
+    out = tmp_path / "out"
+    for mode in ("copy", "hardlink", "symlink"):
+        build({"artphoto": art}, out / mode, link_mode=mode)
+    original = art / "sad_1.jpg"
+    fixed = tmp_path / "fixed.jpg"
+    Image.new("RGB", (16, 16), (0, 0, 255)).save(fixed)
+    os.replace(fixed, original)  # a new file at the old path, as a re-download or a fix would leave it
+    for mode in ("copy", "hardlink", "symlink"):
+        build({"artphoto": art}, out / mode, link_mode=mode)
+        assert (out / mode / "images" / "ArtPhoto" / "sad_1.jpg").read_bytes() == original.read_bytes(), mode
+
+
 def test_cli_help_and_missing_sources(tmp_path):
     run = subprocess.run([sys.executable, str(ROOT / "data_prep" / "build_vecbench.py"), "--help"],
                          capture_output=True, text=True, check=False,

@@ -37,7 +37,8 @@ REASONS: dict[str, tuple[str, str]] = {
     "html_not_image": ("error", "file is an HTML/XML page saved under an image name (a dead link); re-fetch it"),
     "corrupt_image": ("error", "image does not decode (corrupt or truncated); re-fetch or delete it"),
     "image_too_large": ("error", f"file is larger than {MAX_IMAGE_BYTES} bytes; not an ordinary image"),
-    "path_escapes_root": ("error", "path is absolute or leaves the dataset root with '..'; fix the index entry"),
+    "path_escapes_root": ("error", ("path is absolute, leaves the dataset root with '..' or is a link out of it; "
+                                    "fix the index entry or copy the file in")),
     "zip_entry_unsafe": ("error", "zip entry is absolute, contains '..' or is a symlink; it was not extracted"),
     "malformed_line": ("error", "a line/entry of an index file could not be parsed; fix or delete that line"),
     "unknown_label": ("error", "label word (folder, prefix, column or index) is not in the task's label set"),
@@ -136,12 +137,20 @@ def check_bytes(data: bytes) -> ImageCheck:
     return ImageCheck(None, digest=hashlib.blake2b(data, digest_size=16).digest())
 
 
-def check_image(path: Path, *, verify: bool) -> ImageCheck:
+def check_image(path: Path, *, verify: bool, root: Path | None = None) -> ImageCheck:
     """Check an image file. ``verify=False`` only stats it (exists, regular file, non-empty, not huge);
-    ``verify=True`` also decodes it and returns a content digest for de-duplication."""
+    ``verify=True`` also decodes it and returns a content digest for de-duplication. With ``root``, a path that
+    symbolic links lead out of ``root`` is refused: the dataset's files may not read what lies outside it."""
+    if root is not None:
+        try:
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError):  # missing, or a loop of links
+            return ImageCheck("missing_image", f"{path} does not exist or its links do not resolve")
+        if not real.is_relative_to(root.resolve()):
+            return ImageCheck("path_escapes_root", f"{path} is a link to {real}, outside {root}")
     try:
         st = path.stat()
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL byte in the path
         return ImageCheck("missing_image", f"{path} does not exist")
     if not stat.S_ISREG(st.st_mode):
         return ImageCheck("missing_image", f"{path} is not a regular file")
@@ -167,6 +176,8 @@ def walk_files(root: Path) -> Iterator[tuple[str, Path]]:
     """(relative posix path, path) of every file under ``root``, depth-first in sorted order (deterministic).
 
     Hidden folders (``.git``, ``__MACOSX``) are not entered; hidden files are yielded so callers can count them.
+    Linked folders are not entered either (a link to ``..`` would loop) but yielded, so that their check counts
+    them.
     """
     stack = [""]
     while stack:
@@ -174,9 +185,10 @@ def walk_files(root: Path) -> Iterator[tuple[str, Path]]:
         entries = sorted(os.scandir(os.path.join(root, rel_dir)), key=lambda e: e.name)
         prefix = rel_dir + "/" if rel_dir else ""
         for entry in entries:
-            if not entry.is_dir():
+            if not entry.is_dir(follow_symlinks=False):
                 yield prefix + entry.name, Path(entry.path)
-        stack.extend(prefix + e.name for e in reversed(entries) if e.is_dir() and not is_hidden(e.name))
+        stack.extend(prefix + e.name for e in reversed(entries)
+                     if e.is_dir(follow_symlinks=False) and not is_hidden(e.name))
 
 
 def find_root(path: Path, *markers: str) -> Path:

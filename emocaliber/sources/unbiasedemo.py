@@ -60,8 +60,8 @@ def safe_extract_zip(
         for info in infos:
             problem = _unsafe_member(info)
             dest = (root / info.filename.replace("\\", "/")).resolve()
-            if problem is None and dest != root and root not in dest.parents:
-                problem = "resolves outside the target folder"
+            if problem is None and root not in dest.parents and not (info.is_dir() and dest == root):
+                problem = "resolves outside the target folder" if dest != root else "names the target folder itself"
             if problem:
                 skips.add("zip_entry_unsafe", group, f"{zip_path}:{info.filename}", f"{problem}; not extracted")
                 continue

@@ -67,7 +67,9 @@ class WebEmoSource(Source):
             log.info("%s not found; using the documented WebEmo index order", path)
             return list(WEBEMO_25)
         labels: list[str | None] = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        with path.open(encoding="utf-8") as fh:  # not splitlines(): it also splits on U+2028, shifting indices
+            lines = list(fh)
+        for lineno, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"

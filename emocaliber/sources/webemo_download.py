@@ -72,7 +72,9 @@ def _fetch(url: str, cfg: DownloadConfig) -> bytes:
             if length and length.isdigit() and int(length) > cfg.max_bytes:
                 raise _Failure("image_too_large", f"Content-Length {length} > {cfg.max_bytes}")
             chunks, size = [], 0
-            while chunk := resp.read(64 * 1024):
+            # read1 returns what has arrived (one socket read), so a server that drips bytes meets the deadline
+            # check; read(n) would wait for all n bytes.
+            while chunk := resp.read1(64 * 1024):
                 size += len(chunk)
                 if size > cfg.max_bytes:
                     raise _Failure("image_too_large", f"body exceeds {cfg.max_bytes} bytes")
