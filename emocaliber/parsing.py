@@ -12,10 +12,11 @@ Two modes:
     * answer: the *last* complete ``<answer>...</answer>`` pair (see :func:`last_span`), stripped. No fallback
       to the rest of the text: reasoning names many emotions.
     * label: the candidate equal to the answer (case-insensitive, trailing punctuation removed), otherwise the
-      one candidate that occurs in it as a whole word (a match inside a longer matched candidate does not
-      count); several or none -> ``None``.
+      one candidate that occurs in it as a whole word (the longest at each place: "self love" is not also
+      "love"); several or none -> ``None``.
     * confidence: the last ``<confidence>`` span; ``0.85``, ``.85``, ``85%`` and ``{0.8}`` are accepted,
-      anything else (words, ranges, signs, NaN, infinity, values outside [0, 1]) is ``None``.
+      anything else (words, ranges, signs, NaN, infinity, values outside [0, 1], and a fraction below 1 with a
+      percent sign such as ``0.85%``, which may mean 0.85 or 0.0085) is ``None``.
     * ``valid_format``: a think block with all five parts closed, a non-empty answer and a valid confidence.
 
 ``"emocaliber"`` (the released evaluation, ``evaluate_multi_task_conf_from_merged.py`` and
@@ -182,9 +183,9 @@ def match_label(answer: str, candidates: Iterable[str]) -> tuple[str | None, str
     norm = normalize_answer(answer)
     if norm in lowered:
         return lowered[norm], None
+    # Longer candidates come first in the pattern, so "love" is never found inside "self love"; a separate
+    # "love" is a second candidate named, a hedge.
     found = set(pattern.findall(answer.lower()))
-    # A match inside a longer matched candidate ("love" in "self love") is that candidate, not another one.
-    found = {f for f in found if not any(f != g and f in g for g in found)}
     if len(found) == 1:
         return lowered[found.pop()], None
     if found:
@@ -201,6 +202,8 @@ def parse_confidence(raw: str) -> tuple[float | None, str | None]:
     m = _CONFIDENCE.fullmatch(s)
     if m is None:
         return None, f"confidence {_shown(raw)} is not a number like 0.85 or 85%"
+    if m.group(2) and "." in m.group(1) and float(m.group(1)) < 1.0:
+        return None, f"confidence {_shown(raw)} is ambiguous (0.85 or 0.0085?); write 0.85 or 85%"
     value = float(m.group(1)) / (100.0 if m.group(2) else 1.0)
     if not 0.0 <= value <= 1.0:
         return None, f"confidence {_shown(raw)} is outside [0, 1]"

@@ -58,6 +58,10 @@ def test_strict_label_keeps_released_spellings_and_prefers_the_longer_candidate(
     assert parse_response(resp("cheerfulness"), WEBEMO_25).label is None  # no alias table in strict mode
     assert parse_response(resp("self love"), ["love", "self love"]).label == "self love"
     assert parse_response(resp("it is love"), ["love", "self love"]).label == "love"
+    # A separate mention of the shorter one is a hedge, not the longer candidate.
+    for hedge in ("self love, not love", "love. self love is wrong"):
+        hedged = parse_response(resp(hedge), ["love", "self love"])
+        assert hedged.label is None and "several candidates" in hedged.problems[0]
 
 
 def test_strict_last_answer_and_last_confidence_win():
@@ -73,7 +77,7 @@ def test_strict_several_candidates_is_no_label_and_says_why():
 
 @pytest.mark.parametrize("raw, value", [
     ("0.85", 0.85), (".85", 0.85), ("85%", 0.85), ("{0.8}", 0.8), (" 0.8\n", 0.8), ("0.850", 0.85), ("1", 1.0),
-    ("1.0", 1.0), ("0", 0.0), ("100%", 1.0), ("'0.6'", 0.6), ("{ 55% }", 0.55),
+    ("1.0", 1.0), ("0", 0.0), ("100%", 1.0), ("'0.6'", 0.6), ("{ 55% }", 0.55), ("1.5%", 0.015), ("0%", 0.0),
 ])
 def test_strict_confidence_accepted(raw, value):
     parsed = parse_response(resp(confidence=raw), MIKELS_8)
@@ -82,7 +86,7 @@ def test_strict_confidence_accepted(raw, value):
 
 
 @pytest.mark.parametrize("raw", ["high", "0.7-0.8", "-0.1", "150", "85", "1.5", "101%", "nan", "inf", "1e-3", "",
-                                 "0.5 0.6", "1_0", "\u0661", "9" * 400])
+                                 "0.5 0.6", "1_0", "\u0661", "9" * 400, "0.85%", ".5%"])
 def test_strict_confidence_rejected(raw):
     parsed = parse_response(resp(confidence=raw), MIKELS_8)
     assert parsed.confidence is None and not parsed.valid_format
