@@ -410,10 +410,15 @@ def from_vec_cot(row: dict[str, Any], *, image_prefix: str = IMAGE_PREFIX, split
 
 def read_released(path: str | os.PathLike, skips: SkipLog, *, kind: str,
                   image_prefix: str = IMAGE_PREFIX) -> Iterator[Record]:
-    """Records from a released JSONL file (``kind`` "test" or "cot"); a bad line is counted with file:line."""
+    """Records from a released JSONL file (``kind`` "test" or "cot"); a bad line is counted with file:line.
+
+    A test item whose id (task and image) was already read is counted as a duplicate and skipped: scored twice,
+    it would weigh double. CoT files keep repeats, which may be deliberate extra rationales for one image.
+    """
     convert = from_released_test if kind == "test" else from_vec_cot
     errors: list[str] = []
     group = Path(path).name
+    first_line: dict[str, int] = {}
 
     def flush() -> None:
         while errors:
@@ -423,9 +428,17 @@ def read_released(path: str | os.PathLike, skips: SkipLog, *, kind: str,
     for lineno, row in iter_jsonl(path, errors=errors):
         flush()
         try:
-            yield convert(row, image_prefix=image_prefix)
+            record = convert(row, image_prefix=image_prefix)
         except FormatError as e:
             skips.add(e.reason, group, f"{path}:{lineno}", str(e))
+            continue
+        if kind == "test":
+            if record.id in first_line:
+                skips.add("duplicate", group, f"{path}:{lineno}",
+                          f"id {record.id!r} was read at line {first_line[record.id]}; line skipped")
+                continue
+            first_line[record.id] = lineno
+        yield record
     flush()
 
 

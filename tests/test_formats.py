@@ -279,13 +279,18 @@ def test_vec_cot_sharegpt_row_without_task_fields():
 def test_import_counts_bad_lines_with_file_and_line(tmp_path):
     test_file = tmp_path / "test_8k.jsonl"
     good = json.dumps(RELEASED_ROW)
+    other = json.loads(good.replace("amusement_08258", "awe_00001"))
     test_file.write_text("\n".join([good, "{not json", json.dumps({**RELEASED_ROW, "task": "Nope-3"}), "",
-                                    json.dumps({**RELEASED_ROW, "ground_truth": "awe"})]) + "\n")
+                                    json.dumps({**other, "ground_truth": "awe"}),
+                                    json.dumps({**RELEASED_ROW, "ground_truth": "awe"})]) + "\n")  # same id as 1
     cot_file = tmp_path / "stage2_43k_w_conf.jsonl"
     write_jsonl(cot_file, [to_vec_cot(records()[0], style="messages", with_confidence=True)])
     written, skips = import_released_files(tmp_path / "out", test=test_file, cot=[cot_file])
     assert written == {"test.jsonl": 2, "stage2_43k_w_conf.jsonl": 1}
-    assert {k: sum(v.values()) for k, v in skips.counts.items()} == {"malformed_line": 1, "unknown_task": 1}
+    assert {k: sum(v.values()) for k, v in skips.counts.items()} == {"malformed_line": 1, "unknown_task": 1,
+                                                                       "duplicate": 1}
+    assert skips.examples["duplicate"][0] == (f"{test_file}:6: id 'EmoSet-8/image/amusement/amusement_08258.jpg' "
+                                              "was read at line 1; line skipped")
     assert skips.examples["malformed_line"][0].startswith(f"{test_file}:2: not valid JSON")
     assert skips.examples["unknown_task"][0].startswith(f"{test_file}:3: unknown task 'Nope-3'")
     assert [r.ground_truth for r in read_records(tmp_path / "out" / "test.jsonl")] == ["amusement", "awe"]
