@@ -175,6 +175,9 @@ def test_config_errors_name_the_setting(tiny_model_dir, train_file, tmp_path):
     model = ModelArgs(str(tiny_model_dir), dtype="float32")
     with pytest.raises(ConfigError, match="with_confidence"):
         build_trainer(model, DataArgs(str(train_file), with_confidence=False), GRPOScriptArgs(), _config(tmp_path))
+    with pytest.raises(ConfigError, match="does nothing in GRPO; .* use confidence_credit"):
+        build_trainer(model, DataArgs(str(train_file), with_confidence=True, confidence_loss_weight=2.0),
+                      GRPOScriptArgs(), _config(tmp_path))
     with pytest.raises(ConfigError, match="reward_weights"):
         build_trainer(model, DataArgs(str(train_file), with_confidence=True), GRPOScriptArgs(reward_funcs=["brier"]),
                       _config(tmp_path, reward_weights=[1.0, 1.0]))

@@ -32,7 +32,7 @@ from emocaliber.records import read_records
 from emocaliber.train.checkpoint import INFO_FILE, merge_lora, missing_parts
 from emocaliber.train.configs import ConfigError, DataArgs, ModelArgs, parse_args_and_config
 from emocaliber.train.data import DataError, load_split, records_to_dataset
-from emocaliber.train.sft import build_trainer, confidence_token_weights, resolve_resume, run_sft
+from emocaliber.train.sft import build_trainer, check_args, confidence_token_weights, resolve_resume, run_sft
 
 
 @pytest.fixture(scope="module")
@@ -210,14 +210,24 @@ def test_config_mistakes_name_the_field(tmp_path):
     with pytest.raises(ConfigError, match="dtype must be one of"):
         parse_args_and_config(parser, ["--config", str(cfg)])
     model_args, data_args, _ = parse_args_and_config(parser, ["--config", str(cfg), "--dtype", "bfloat16",
-                                                              "--lora_r", "4"])
+                                                              "--use_lora", "true", "--lora_r", "4"])
     assert (model_args.dtype, model_args.lora_r, data_args.train_file) == ("bfloat16", 4, "t.jsonl")
     with pytest.raises(ConfigError, match="quantization must be null, '4bit' or '8bit', got '3bit'"):
         ModelArgs(model_name_or_path="m", quantization="3bit", use_lora=True)
     with pytest.raises(ConfigError, match="quantization='4bit' needs use_lora"):
         ModelArgs(model_name_or_path="m", quantization="4bit")
+    with pytest.raises(ConfigError, match="lora_r, lora_vision set but use_lora is false"):
+        ModelArgs(model_name_or_path="m", lora_r=64, lora_vision=True)
     with pytest.raises(ConfigError, match="max_train_samples"):
         DataArgs(train_file="t.jsonl", max_train_samples=0)
+    # The weighted stage-2 loss is plain cross-entropy: settings it would drop are refused, not ignored.
+    weighted = DataArgs(train_file="t.jsonl", with_confidence=True, confidence_loss_weight=2.0)
+    for change, name in (({"loss_type": "dft"}, "loss_type='dft'"), ({"label_smoothing_factor": 0.1}, "smoothing")):
+        with pytest.raises(ConfigError, match=name):
+            check_args(ModelArgs("m"), weighted, SFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False,
+                                                           **change))
+        check_args(ModelArgs("m"), DataArgs(train_file="t.jsonl"),
+                   SFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, **change))  # weight 1: TRL's loss
 
 
 @pytest.mark.slow  # three fresh interpreters importing torch/transformers/TRL: 20-40 s on two cores

@@ -14,7 +14,7 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from emocaliber.prompts import SYSTEM_PROMPT
@@ -85,6 +85,12 @@ class ModelArgs:
                 raise ConfigError(f"{name} must be a positive whole number of pixels, got {value!r}")
         if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
             raise ConfigError(f"min_pixels ({self.min_pixels}) is larger than max_pixels ({self.max_pixels})")
+        if not self.use_lora:
+            defaults = {f.name: f.default for f in fields(self) if f.name.startswith("lora_")}
+            changed = sorted(k for k, v in defaults.items() if getattr(self, k) != v)
+            if changed:
+                raise ConfigError(f"{', '.join(changed)} set but use_lora is false, so they would do nothing; set "
+                                  "use_lora: true or leave them out")
         if self.use_lora:
             if not isinstance(self.lora_r, int) or self.lora_r <= 0:
                 raise ConfigError(f"lora_r must be a positive integer, got {self.lora_r!r}")

@@ -317,6 +317,9 @@ def check_args(model_args: ModelArgs, data_args: DataArgs, script_args: GRPOScri
     """Contradictions TRL would report only after loading the model, or with an obscure error."""
     if not data_args.with_confidence:
         raise ConfigError("with_confidence: false, but stage 3 trains the stated confidence; set it to true")
+    if data_args.confidence_loss_weight != 1.0:
+        raise ConfigError("confidence_loss_weight weights stage 2's SFT loss and does nothing in GRPO; to weight the "
+                          "confidence here use confidence_credit (and confidence_credit_weight)")
     if (Path(model_args.model_name_or_path) / "adapter_config.json").is_file():
         raise ConfigError(f"model_name_or_path {model_args.model_name_or_path} is a LoRA adapter; merge it into a "
                           "full checkpoint first (python recipes/merge_lora.py --adapter DIR --out DIR)")

@@ -154,6 +154,15 @@ def check_args(model_args: ModelArgs, data_args: DataArgs, training_args: SFTCon
                           "with completion_only_loss (the default), which masks the prompt already")
     if training_args.completion_only_loss is False:
         logger.warning("completion_only_loss=false: the loss also covers the system and user prompt")
+    if data_args.confidence_loss_weight != 1.0:  # weighted_loss is plain cross-entropy: it would drop these
+        if training_args.loss_type != "nll":
+            raise ConfigError(f"confidence_loss_weight={data_args.confidence_loss_weight} computes a weighted "
+                              f"cross-entropy, which cannot apply loss_type={training_args.loss_type!r}; use "
+                              "loss_type: nll or confidence_loss_weight: 1.0")
+        if training_args.label_smoothing_factor:
+            raise ConfigError(f"confidence_loss_weight={data_args.confidence_loss_weight} computes a weighted "
+                              "cross-entropy without label smoothing; set label_smoothing_factor: 0 or "
+                              "confidence_loss_weight: 1.0")
     source = Path(model_args.model_name_or_path)
     if (source / "adapter_config.json").is_file():
         raise ConfigError(f"model_name_or_path {source} is a LoRA adapter; merge it into a full checkpoint first "
