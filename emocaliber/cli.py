@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from emocaliber.argtypes import whole_number
 from emocaliber.demo import __doc__ as DEMO_DESCRIPTION
 from emocaliber.demo import add_demo_arguments, run_demo
 from emocaliber.evaluation import EVAL_DESCRIPTION, EVAL_EPILOG, OneLineErrorParser, add_eval_arguments
@@ -50,6 +52,20 @@ examples:
 The first use of the default model downloads it from the Hugging Face hub (wudq/EmoCaliber, about 16 GB)."""
 
 
+_positive_int = whole_number(1)
+
+
+def _temperature(text: str) -> float:
+    """A sampling temperature: a finite number >= 0, refused by the parser rather than after the model loads."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 (0 = greedy), got {text}")
+    return value
+
+
 def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from emocaliber.inference import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MODEL
 
@@ -61,8 +77,8 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     which.add_argument("--candidates", metavar="A,B,C", help="comma-separated labels to choose from")
     p.add_argument("--json", action="store_true", help="print each prediction as one JSON object per line, with "
                                                        "the reasoning and the raw response")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default %(default)s)")
-    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
+    p.add_argument("--temperature", type=_temperature, default=0.0, help="0 = greedy (default %(default)s)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=DEFAULT_MAX_NEW_TOKENS,
                    help="longest response in tokens (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed when --temperature > 0 (default 0)")
     p.add_argument("--backend", choices=("transformers", "vllm", "auto"), default="transformers",
@@ -71,10 +87,10 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                                     "(default: the first GPU if any, else cpu)")
     p.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float16", "float32"),
                    help="weight dtype (default %(default)s: the checkpoint's)")
-    p.add_argument("--min-pixels", type=int, help="image pixel lower bound (default: the checkpoint's processor; "
-                                                  "the release used 200704)")
-    p.add_argument("--max-pixels", type=int, help="image pixel upper bound (default: the checkpoint's processor; "
-                                                  "the release used 451584)")
+    p.add_argument("--min-pixels", type=_positive_int, help="image pixel lower bound (default: the checkpoint's "
+                                                            "processor; the release used 200704)")
+    p.add_argument("--max-pixels", type=_positive_int, help="image pixel upper bound (default: the checkpoint's "
+                                                            "processor; the release used 451584)")
     p.add_argument("--parse-mode", choices=("strict", "emocaliber"), default="strict",
                    help="strict: the label only when the answer names one candidate; emocaliber: the original "
                         "evaluation's substring rules (default %(default)s)")

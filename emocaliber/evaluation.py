@@ -146,13 +146,13 @@ def detect_format(obj: Any) -> str:
 
 def load_eval_data(path: str | os.PathLike, *, image_root: str | os.PathLike | None = None,
                    tasks: Sequence[str] | None = None, strict: bool = False) -> EvalData:
-    """Read a test file in either accepted format, told by the fields of its first line.
+    """Read a test file in either accepted format, told by the fields of its first line that converts.
 
     Project records resolve their ``image`` against ``image_root`` (default: the file's directory). Released rows
     name ``images/<dataset>/<path>`` as the release does, resolved against ``image_root`` the same way, so a
-    file next to the release's ``images/`` folder needs no option. A bad line is skipped and reported
-    (file:line: reason) unless ``strict``; an unreadable file, a file with no usable line, or tasks the file
-    does not hold raise :class:`EvalError`.
+    file next to the release's ``images/`` folder needs no option. A bad line (including a repeated id, which
+    would weigh double in the metrics) is skipped and reported (file:line: reason) unless ``strict``; an
+    unreadable file, a file with no usable line, or tasks the file does not hold raise :class:`EvalError`.
     """
     path = Path(path)
     if not path.is_file():
@@ -162,28 +162,27 @@ def load_eval_data(path: str | os.PathLike, *, image_root: str | os.PathLike | N
         raise EvalError(f"image root is not a directory: {root}; pass --image-root")
     skipped: list[str] = []
     records: list[Record] = []
+    first_line: dict[str, int] = {}  # id -> the line it was read at
     fmt = None
     try:
         for lineno, obj in iter_jsonl(path, errors=None if strict else skipped):
-            fmt = fmt or detect_format(obj)
             try:
-                if detect_format(obj) != fmt:
-                    raise RecordError(f"this line is in the {detect_format(obj)} format, the file's first line "
-                                      f"in the {fmt} format")
-                if fmt == "released":
-                    from emocaliber.formats import from_released_test
-
-                    records.append(from_released_test(obj))
-                else:
-                    records.append(Record.from_dict(obj))
+                record = _convert_line(obj, fmt)
+                if record.id in first_line:
+                    raise RecordError(f"duplicate id {record.id!r}, first read at line {first_line[record.id]}; "
+                                      "an item scored twice would weigh double")
             except (RecordError, ValueError, TypeError) as e:
                 message = f"{path}:{lineno}: {e}"
                 if strict:
                     raise EvalError(message + " (without --strict, bad lines are skipped)") from None
                 skipped.append(message)
-    except RecordError as e:  # strict: a line that is not JSON
+                continue
+            fmt = fmt or detect_format(obj)
+            first_line[record.id] = lineno
+            records.append(record)
+    except RecordError as e:  # strict: a line that is not UTF-8 or not JSON
         raise EvalError(str(e)) from None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
         raise EvalError(f"cannot read data file {path}: {e}") from None
     if not records:
         first = f" (first problem: {skipped[0]})" if skipped else ""
@@ -201,6 +200,39 @@ def load_eval_data(path: str | os.PathLike, *, image_root: str | os.PathLike | N
         root = root / IMAGE_PREFIX.strip("/")  # records drop the release's images/ prefix
     _check_image_root(records, root)
     return EvalData(records, root, fmt or "records", skipped)
+
+
+def _convert_line(obj: Any, fmt: str | None) -> Record:
+    """One data line as a record, in the file's format ``fmt`` (None until a line has converted, so one damaged
+    first row does not decide the format of the whole file)."""
+    row_fmt = detect_format(obj)
+    if fmt is not None and row_fmt != fmt:
+        raise RecordError(f"this line is in the {row_fmt} format, the file's first usable line in the {fmt} format")
+    if row_fmt == "released":
+        from emocaliber.formats import from_released_test
+
+        record = from_released_test(obj)
+    else:
+        record = Record.from_dict(obj)
+    _check_usable(record)
+    return record
+
+
+def _check_usable(record: Record) -> None:
+    """Refuse what :class:`Record` lets through but a run cannot use, while the line is known: a non-text id
+    (ids key the report's tables), a ``meta`` that is not an object (the prompt is looked up in it), NaN or
+    Infinity anywhere (predictions.jsonl is strict JSON). Found later, each stopped the run at its chunk."""
+    if not isinstance(record.id, str):
+        raise RecordError(f"field 'id' must be a string, got {type(record.id).__name__} {record.id!r}")
+    if not isinstance(record.meta, dict):
+        raise RecordError(f"record {record.id!r}: field 'meta' must be a JSON object, got "
+                          f"{type(record.meta).__name__}")
+    for key, value in record.to_dict().items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise RecordError(f"record {record.id!r}: field {key!r} holds NaN or Infinity, which predictions.jsonl "
+                              "(strict JSON) cannot store; use a number or null") from None
 
 
 def _check_image_root(records: Sequence[Record], root: Path, probe: int = 20) -> None:

@@ -6,13 +6,10 @@ measured with transformers on a laptop and one measured with vLLM on a GPU node 
 - :class:`TransformersBackend` runs anywhere (CPU included): batched ``generate`` with left padding, batches
   grouped by prompt length, each batch seeded from (seed, batch index) so a run is reproducible.
 - :class:`VLLMBackend` is for GPUs: every prompt goes into one ``LLM.generate`` call and vLLM schedules them.
-  vLLM's offline data parallelism fails for dense models, so scale out with one process per GPU::
-
-      for i in 0 1 2 3; do
-        CUDA_VISIBLE_DEVICES=$i python eval/run_vecbench.py --model ckpt/ --backend vllm --shard $i/4 &
-      done; wait
-
-  each process taking ``shard(items, i, 4)`` and writing its own file; :func:`unshard` restores input order.
+  vLLM's offline data parallelism fails for dense models, so a script of your own that wants several GPUs
+  runs one process per GPU (``CUDA_VISIBLE_DEVICES=i``), each taking ``shard(items, i, N)`` and writing its
+  own file; :func:`unshard` restores input order. ``eval/run_vecbench.py`` has no sharding option: it is one
+  process on one GPU (choose it with ``CUDA_VISIBLE_DEVICES``, or ``--device`` under transformers).
 """
 
 from __future__ import annotations
@@ -85,19 +82,43 @@ class GenerationBackend(Protocol):
         """``settings.n`` texts per request, in request order."""
 
 
+#: Qwen2.5-VL's image processor refuses an image whose long side is 200 times its short side or more
+#: ("absolute aspect ratio must be smaller than 200").
+MAX_ASPECT_RATIO = 200
+
+
+def image_size_problem(width: int, height: int) -> str | None:
+    """Why Qwen2.5-VL's processor would refuse an image of this size, or None. Checked when the image is
+    loaded, because the processor's own error comes from inside a batch and would take the batch (and a long
+    run) down with it instead of costing that one item."""
+    if min(width, height) < 1:
+        return f"is {width}x{height} pixels: empty"
+    ratio = max(width, height) / min(width, height)
+    if ratio >= MAX_ASPECT_RATIO:
+        return (f"is {width}x{height} pixels, aspect ratio {ratio:.0f}:1; Qwen2.5-VL takes only images under "
+                f"{MAX_ASPECT_RATIO}:1 (crop or pad it)")
+    return None
+
+
 def load_image(record: Record, image_root: str | os.PathLike) -> Image.Image:
-    """The record's image as RGB, fully decoded now so a broken file fails here and not inside a batch."""
+    """The record's image as RGB, fully decoded now so a broken file fails here and not inside a batch.
+
+    Messages read ``record '<id>': <kind>: <detail>`` so the report can count error rows by kind."""
     try:
         path = resolve_image(image_root, record.image)
     except RecordError as e:
         raise ImageLoadError(f"record {record.id!r}: {e}") from None
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            problem = image_size_problem(*im.size)  # the header says the size: no decoding a refused image
+            image = None if problem else im.convert("RGB")
     except FileNotFoundError:
-        raise ImageLoadError(f"record {record.id!r}: image not found at {path}; check --image-root") from None
+        raise ImageLoadError(f"record {record.id!r}: image not found: {path}; check --image-root") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageLoadError(f"record {record.id!r}: image {path} could not be decoded ({e})") from None
+        raise ImageLoadError(f"record {record.id!r}: image could not be decoded: {path} ({e})") from None
+    if image is None:
+        raise ImageLoadError(f"record {record.id!r}: image size not accepted: {path} {problem}")
+    return image
 
 
 def record_request(
@@ -332,12 +353,17 @@ def vllm_engine_kwargs(
     **extra: Any,
 ) -> dict[str, Any]:
     """Arguments for ``vllm.LLM``; the pixel bounds must equal the HF processor's or vLLM assigns a different
-    number of image tokens than training used."""
+    number of image tokens than training used. Weights load from safetensors only, as with transformers."""
     kwargs: dict[str, Any] = {
         "model": str(model), "tensor_parallel_size": tensor_parallel_size,
         "gpu_memory_utilization": gpu_memory_utilization,
         "limit_mm_per_prompt": dict(limit_mm_per_prompt or {"image": 1}), "seed": seed,
+        # vLLM's default "auto" falls back to PyTorch .bin files, which are pickles and can run code on load.
+        "load_format": "safetensors",
     }
+    if extra.get("load_format", "safetensors") != "safetensors":
+        raise ValueError(f"load_format must be 'safetensors' (weights load from safetensors only), "
+                         f"got {extra['load_format']!r}")
     mm = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
     if mm:
         kwargs["mm_processor_kwargs"] = mm

@@ -99,7 +99,22 @@ def resolve_candidates(candidates: Sequence[str] | str | None = None, task: str 
 
 
 def load_image(image: Any):
-    """``image`` as an RGB PIL image: a local path, a PIL image or an H x W x 3 uint8 array. Never fetches URLs."""
+    """``image`` as an RGB PIL image: a local path, a PIL image or an H x W x 3 uint8 array. Never fetches URLs.
+
+    A size the model's processor would refuse (e.g. 600 x 2 pixels) is an :class:`InputError` here rather than
+    a traceback from inside generation."""
+    from emocaliber.generation import image_size_problem
+
+    rgb = _read_image(image)
+    problem = image_size_problem(*rgb.size)
+    if problem:
+        where = f"image {os.fspath(image)}" if isinstance(image, (str, os.PathLike)) else "the image"
+        raise InputError(f"{where} {problem}")
+    return rgb
+
+
+def _read_image(image: Any):
+    """:func:`load_image` before its size check."""
     from PIL import Image
 
     if isinstance(image, Image.Image):

@@ -227,6 +227,9 @@ def load_model_and_processor(
     from transformers import AutoModelForImageTextToText
 
     source = check_model_source(name_or_path)
+    adapter = Path(source, "adapter_config.json")
+    if adapter.is_file():
+        _check_adapter_weights(Path(source))  # before anything loads
     processor = load_processor(source, min_pixels=min_pixels, max_pixels=max_pixels, padding_side=padding_side,
                                trust_remote_code=trust_remote_code)
     kwargs: dict[str, Any] = {"dtype": _resolve_dtype(dtype), "trust_remote_code": trust_remote_code,
@@ -237,7 +240,6 @@ def load_model_and_processor(
         kwargs["quantization_config"] = _bnb_config(quantization)
     if device is not None and quantization is None:
         kwargs["device_map"] = device
-    adapter = Path(source, "adapter_config.json")
     base = source
     if adapter.is_file():
         import json
@@ -262,8 +264,23 @@ def load_model_and_processor(
     return model, processor
 
 
+def _check_adapter_weights(adapter_dir: Path) -> None:
+    """Refuse an adapter without ``adapter_model.safetensors``: peft would fall back to ``adapter_model.bin``, a
+    pickle that can run code when loaded, and weights load from safetensors only."""
+    if (adapter_dir / "adapter_model.safetensors").is_file():
+        return
+    found = " (it holds adapter_model.bin, a pickle file, which is not loaded)" if (
+        adapter_dir / "adapter_model.bin").is_file() else ""
+    raise ModelNotFoundError(
+        f"LoRA adapter {adapter_dir} has no adapter_model.safetensors{found}; convert it to safetensors: load it "
+        "once from a trusted copy with peft and save_pretrained(dir, safe_serialization=True)")
+
+
 #: Language-model projections of Qwen2.5-VL in transformers 5.x; the vision tower's MLP shares these names.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: What else ``vision=True`` adapts: the vision blocks' attention (``attn.qkv``, ``attn.proj``) and the merger's
+#: two linear layers (``merger.mlp.0``, ``merger.mlp.2``), which the language-model names above do not reach.
+VISION_LORA_TARGETS = ("qkv", "attn.proj", "merger.mlp.0", "merger.mlp.2")
 
 
 def lora_config(lora: dict[str, Any] | Any, *, vision: bool = False):
@@ -272,8 +289,9 @@ def lora_config(lora: dict[str, Any] | Any, *, vision: bool = False):
 
     if isinstance(lora, LoraConfig):
         return lora
-    kwargs = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": list(LORA_TARGETS),
-              "task_type": "CAUSAL_LM", **dict(lora)}
+    targets = list(LORA_TARGETS) + (list(VISION_LORA_TARGETS) if vision else [])
+    kwargs = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": targets, "task_type": "CAUSAL_LM",
+              **dict(lora)}
     if not vision:
         kwargs.setdefault("exclude_modules", r".*visual.*")
     return LoraConfig(**kwargs)

@@ -154,23 +154,31 @@ def resolve_image(root: str | os.PathLike, relpath: str) -> Path:
 def iter_jsonl(path: str | os.PathLike, *, errors: list[str] | None = None) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object) from a JSON Lines file, skipping blank lines.
 
-    A malformed line raises :class:`RecordError` naming file and line, unless ``errors`` is given: then the
-    message is appended there and reading goes on, so one bad line never loses the rest of a long file.
+    A malformed line (not UTF-8, or not JSON) raises :class:`RecordError` naming file and line, unless ``errors``
+    is given: then the message is appended there and reading goes on, so one bad line never loses the rest of a
+    long file.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"records file not found: {path}")
-    with path.open(encoding="utf-8") as fh:
+    # surrogateescape: a byte that is not UTF-8 becomes a lone surrogate instead of an error that ends the file
+    # with no line number; lines split as before, and encoding the line back finds the byte.
+    with path.open(encoding="utf-8", errors="surrogateescape") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
+                line.encode("utf-8")
                 yield lineno, json.loads(line)
+                continue
+            except UnicodeEncodeError as e:
+                byte = ord(line[e.start]) - 0xDC00
+                msg = f"{path}:{lineno}: not valid UTF-8 (byte 0x{byte:02x} at column {e.start + 1}); save as UTF-8"
             except json.JSONDecodeError as e:
                 msg = f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})"
-                if errors is None:
-                    raise RecordError(msg) from None
-                errors.append(msg)
+            if errors is None:
+                raise RecordError(msg)
+            errors.append(msg)
 
 
 def read_records(path: str | os.PathLike, *, errors: list[str] | None = None) -> list[Record]:

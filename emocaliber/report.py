@@ -53,9 +53,16 @@ class ParsedRows:
     oracle: dict[str, tuple[str, str, str, float]] = field(default_factory=dict)  # id -> task, truth, label, conf
 
 
+#: The ``record '<id>': `` that per-item error messages start with (the id quoted as Python's repr quotes it).
+_RECORD_PREFIX = re.compile(r"^record (?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"): ")
+
+
 def _reason(text: str) -> str:
-    """A countable reason: the text before the first colon (paths and values vary), at most 80 characters."""
-    return str(text).split(":", 1)[0].strip()[:80] or "error"
+    """A countable reason: the kind of error, i.e. the text before the first colon once the ``record '<id>':``
+    prefix is gone (kept, every item would be its own reason; paths and values come after the kind), with
+    quoted values removed as for parser problems, at most 80 characters."""
+    kind = _RECORD_PREFIX.sub("", str(text)).split(":", 1)[0]
+    return _problem_kind(kind).strip()[:80] or "error"
 
 
 def _problem_kind(problem: str) -> str:

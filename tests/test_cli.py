@@ -88,6 +88,7 @@ def test_predict_plain_output_names_the_image(tiny_model_dir, image, capsys):
     (["predict", "https://example.com/x.jpg", "--model", "{model}"], "is a URL"),
     (["predict", "{image}", "--model", "{model}", "--task", "NoSuch-3"], "unknown task"),
     (["predict", "{missing}", "--model", "{model}"], "image not found"),
+    (["predict", "{thin}", "--model", "{model}"], "aspect ratio 300:1"),
     (["predict", "{image}", "--model", "{missing}"], "no model directory"),
     (["eval", "--model", "{missing}", "--data", "{data}"], "no model directory"),
     (["eval", "--model", "{model}", "--data", "{missing}"], "data file not found"),
@@ -98,12 +99,29 @@ def test_bad_input_is_one_line_and_exit_1(argv, message, tiny_model_dir, image, 
     labels = list(get_task("FI-2").labels)
     write_jsonl(data, [Record(id="a", task="FI-2", image=image.name, candidates=labels, ground_truth=labels[0],
                               split="test", source="FI")])
-    values = {"model": tiny_model_dir, "image": image, "missing": tmp_path / "missing", "data": data}
+    Image.new("RGB", (600, 2)).save(tmp_path / "thin.png")
+    values = {"model": tiny_model_dir, "image": image, "missing": tmp_path / "missing", "data": data,
+              "thin": tmp_path / "thin.png"}
     eval_extra = ["--out", str(tmp_path / "out"), "--image-root", str(image.parent)]
     argv = [a.format(**values) for a in argv] + (eval_extra if argv[0] == "eval" else [])
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and err.startswith(f"emocaliber {argv[0]}: error: ")
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--max-new-tokens", "0", "must be >= 1, got 0"),
+    ("--temperature", "-1", "must be a number >= 0"),
+    ("--temperature", "nan", "must be a number >= 0"),
+    ("--temperature", "warm", "expected a number"),
+    ("--min-pixels", "0", "must be >= 1"),
+])
+def test_predict_values_are_checked_by_the_parser_before_any_model_loads(option, value, message, tmp_path, capsys):
+    # A model that does not exist: reaching it would be exit code 1, "no model directory".
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", "x.png", "--model", str(tmp_path / "missing"), option, value])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"argument {option}: {message}" in err and err.count("\n") == 1
 
 
 def test_unknown_task_option_is_rejected_by_the_parser(tmp_path, capsys):

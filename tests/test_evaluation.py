@@ -36,7 +36,7 @@ from emocaliber.evaluation import (
 from emocaliber.formats import to_released_test
 from emocaliber.generation import get_backend
 from emocaliber.modeling import ModelNotFoundError
-from emocaliber.records import Record, read_records, write_jsonl
+from emocaliber.records import Record, RecordError, iter_jsonl, read_records, write_jsonl
 from emocaliber.resume import chunk_seed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,6 +114,8 @@ def test_report_has_both_parse_modes(full_run):
         block = metrics["modes"][mode]
         assert block["n_rows"] == 2 * N_ITEMS and block["overall"]["parse"]["n_error_rows"] == 2
         assert set(block["tasks"]) == set(synthemo.TASKS)
+        # Counted by kind, not by the record id each message starts with.
+        assert block["error_reasons"] == {"image not found": 2}
     report = (full_run.out_dir / "report.md").read_text()
     assert "strict" in report and "emocaliber" in report
     assert any(p.endswith(".png") for p in os.listdir(full_run.out_dir))
@@ -238,7 +240,7 @@ def test_unreadable_data_files_are_clear_errors(tmp_path, data):
     with pytest.raises(EvalError, match="it is a directory"):
         load_eval_data(tmp_path)
     (tmp_path / "binary.jsonl").write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(EvalError, match="cannot read data file"):
+    with pytest.raises(EvalError, match="no usable record .*binary.jsonl:1: not valid UTF-8"):
         load_eval_data(tmp_path / "binary.jsonl")
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(EvalError, match="no usable record"):
@@ -255,6 +257,102 @@ def test_bad_lines_are_skipped_and_reported_unless_strict(data, tmp_path):
     assert loaded.skipped[0].startswith(f"{bad}:2:") and "NoSuch-9" in loaded.skipped[1]
     with pytest.raises(EvalError, match=f"{bad}:2"):
         load_eval_data(bad, image_root=data.parent, strict=True)
+
+
+class Canned:
+    """A backend answering every request with one fixed text: for runs about the data, not the model."""
+
+    name = "transformers"
+
+    def generate(self, requests, settings):
+        return [["<answer>awe</answer><confidence>0.50</confidence>"] * settings.n for _ in requests]
+
+
+def _with_lines(data: Path, path: Path, changed: dict[int, str]) -> Path:
+    """``data`` with some lines replaced (0-based index -> new text), written to ``path``."""
+    lines = data.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join(changed.get(i, line) for i, line in enumerate(lines)) + "\n", encoding="utf-8")
+    return path
+
+
+def test_lines_a_run_could_not_use_are_skipped_when_loading(data, tmp_path):
+    """Each of these used to load and then stop the run later (predictions.jsonl cannot hold NaN, the prompt is
+    looked up in meta, the report keys rows by id)."""
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    nan = json.dumps(rows[2]).replace('"oracle_confidence": ', '"oracle_confidence": NaN, "x": ', 1)
+    assert "NaN" in nan
+    changed = {2: nan, 3: json.dumps({**rows[3], "meta": ["oops"]}), 4: json.dumps({**rows[4], "id": {"a": 1}}),
+               5: json.dumps({**rows[5], "id": [1]}), 6: json.dumps({**rows[6], "meta": {"w": float("inf")}})}
+    bad = _with_lines(data, tmp_path / "bad.jsonl", changed)
+    loaded = load_eval_data(bad, image_root=data.parent)
+    assert len(loaded.records) == N_ITEMS - 5
+    assert [s.split(": ", 1)[0] for s in loaded.skipped] == [f"{bad}:{i}" for i in (3, 4, 5, 6, 7)]
+    assert "'meta' holds NaN or Infinity" in loaded.skipped[0] and "'meta' holds NaN" in loaded.skipped[4]
+    assert "'meta' must be a JSON object, got list" in loaded.skipped[1]
+    assert all("'id' must be a string" in s for s in loaded.skipped[2:4])
+    result = run_evaluation(config("unused-model", bad, tmp_path / "out", image_root=str(data.parent)),
+                            backend=Canned())
+    assert result.n_items == N_ITEMS - 5 and result.metrics["modes"]["strict"]["n_rows"] == 2 * (N_ITEMS - 5)
+    with pytest.raises(EvalError, match=f"{bad}:3: .*NaN"):
+        load_eval_data(bad, image_root=data.parent, strict=True)
+
+
+def test_a_repeated_id_is_skipped_so_every_loaded_item_is_scored(data, tmp_path):
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    dup = _with_lines(data, tmp_path / "dup.jsonl", {3: json.dumps({**rows[3], "id": rows[0]["id"]})})
+    loaded = load_eval_data(dup, image_root=data.parent)
+    assert len(loaded.records) == N_ITEMS - 1
+    assert loaded.skipped == [(f"{dup}:4: duplicate id {rows[0]['id']!r}, first read at line 1; "
+                               "an item scored twice would weigh double")]
+    result = run_evaluation(config("unused-model", dup, tmp_path / "out", image_root=str(data.parent)),
+                            backend=Canned())
+    strict = result.metrics["modes"]["strict"]
+    assert result.n_items == N_ITEMS - 1 and strict["n_rows"] == 2 * result.n_items
+    assert strict["skipped_rows"]["n"] == 0
+    with pytest.raises(EvalError, match=f"{dup}:4: duplicate id"):
+        load_eval_data(dup, image_root=data.parent, strict=True)
+
+
+def test_the_format_comes_from_the_first_line_that_converts(data):
+    path, records = _released_file(data, "released_damaged.jsonl")
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    del rows[0]["conversations"]  # one damaged row at the top of a released file
+    write_jsonl(path, rows)
+    loaded = load_eval_data(path)
+    assert loaded.format == "released" and len(loaded.records) == len(records) - 1
+    assert len(loaded.skipped) == 1 and loaded.skipped[0].startswith(f"{path}:1:")
+
+
+def test_a_line_that_is_not_utf8_is_one_bad_line(data, tmp_path):
+    lines = data.read_bytes().splitlines(keepends=True)
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes(lines[0] + lines[1].replace(b'"source": "', b'"source": "\xe9', 1) + b"".join(lines[2:]))
+    loaded = load_eval_data(bad, image_root=data.parent)
+    assert len(loaded.records) == N_ITEMS - 1
+    assert len(loaded.skipped) == 1 and loaded.skipped[0].startswith(f"{bad}:2: not valid UTF-8 (byte 0xe9")
+    with pytest.raises(EvalError, match=f"{bad}:2: not valid UTF-8"):
+        load_eval_data(bad, image_root=data.parent, strict=True)
+    with pytest.raises(RecordError, match=f"{bad}:2: not valid UTF-8"):  # iter_jsonl's contract without errors
+        list(iter_jsonl(bad))
+
+
+def test_an_image_the_processor_refuses_is_an_error_row_and_the_run_goes_on(backend, tiny_model_dir, data,
+                                                                            tmp_path):
+    """A 600 x 2 image opens, but Qwen2.5-VL's processor refuses its aspect ratio; inside a batch that error
+    used to end the run, at the same chunk on every rerun."""
+    keep = [r for r in read_records(data) if r.id != "missing/0"][:2]
+    for r in keep:
+        (tmp_path / r.image).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(data.parent / r.image, tmp_path / r.image)
+    Image.new("RGB", (600, 2), "red").save(tmp_path / "thin.png")
+    write_jsonl(tmp_path / "thin.jsonl", [keep[0], dataclasses.replace(keep[0], id="thin/0", image="thin.png"),
+                                          keep[1]])
+    result = run_evaluation(config(tiny_model_dir, tmp_path / "thin.jsonl", tmp_path / "out", samples=1),
+                            backend=backend)
+    rows = _rows(tmp_path / "out" / "predictions.jsonl")
+    assert [r["error"] is None for r in rows] == [True, False, True] and result.n_errors == 1
+    assert "aspect ratio 300:1" in rows[1]["error"]
+    assert result.metrics["modes"]["strict"]["error_reasons"] == {"image size not accepted": 1}
 
 
 # -------------------------------------------------------------------------------------- the vLLM boundary

@@ -113,6 +113,33 @@ def test_record_request_teacher_and_image_errors(tmp_path):
         record_request(escaping, image_root=tmp_path)
 
 
+def test_images_the_processor_would_refuse_fail_at_load_time(tiny, tmp_path):
+    """Qwen2.5-VL's processor refuses an aspect ratio of 200:1 or more from inside a batch; loading refuses it
+    first, as an ImageLoadError that costs only its own item."""
+    (record,) = _records(tmp_path, 1)
+    for size in [(600, 2), (2, 600), (200, 1)]:
+        Image.new("RGB", size).save(tmp_path / "img" / "thin.png")
+        thin = Record.from_dict({**record.to_dict(), "id": "thin", "image": "img/thin.png"})
+        with pytest.raises(ImageLoadError, match=r"'thin': image size not accepted: .*thin\.png is \d+x\d+ "
+                                                 r"pixels, aspect ratio \d+:1"):
+            record_request(thin, image_root=tmp_path)
+    Image.new("RGB", (199, 1)).save(tmp_path / "img" / "thin.png")
+    accepted = record_request(thin, image_root=tmp_path)
+    tiny[1].image_processor(images=accepted.images)  # what loading lets through, the processor takes
+    with pytest.raises(ValueError, match="aspect ratio"):
+        tiny[1].image_processor(images=[Image.new("RGB", (600, 2))])  # the bound is the processor's own
+
+
+def test_docstring_recipes_use_only_options_the_eval_tool_has():
+    import re
+
+    from emocaliber.evaluation import build_eval_parser
+
+    options = {s for a in build_eval_parser()._actions for s in a.option_strings}
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", generation.__doc__))
+    assert named <= options, f"options the evaluation tool does not have: {sorted(named - options)}"
+
+
 def test_vllm_requests_match_the_transformers_prompt(tiny, tmp_path):
     """Only the request boundary: vLLM is not installed here (and cannot run on CPU), so this checks exactly
     what would be sent to ``LLM``/``LLM.generate``, not what vLLM would do with it."""
@@ -130,8 +157,11 @@ def test_vllm_requests_match_the_transformers_prompt(tiny, tmp_path):
     assert greedy["n"] == 1 and greedy["temperature"] == 0 and greedy["top_p"] == 1.0
     engine = vllm_engine_kwargs("ckpt", min_pixels=3136, max_pixels=12544, seed=5)
     assert engine == {"model": "ckpt", "tensor_parallel_size": 1, "gpu_memory_utilization": 0.9,
-                      "limit_mm_per_prompt": {"image": 1}, "seed": 5,
+                      "limit_mm_per_prompt": {"image": 1}, "seed": 5, "load_format": "safetensors",
                       "mm_processor_kwargs": {"min_pixels": 3136, "max_pixels": 12544}}
+    # vLLM's default "auto" would fall back to pickled .bin weights; a caller cannot ask for it either.
+    with pytest.raises(ValueError, match="load_format must be 'safetensors'"):
+        vllm_engine_kwargs("ckpt", load_format="auto")
 
 
 def test_vllm_backend_sends_every_prompt_in_one_call(tiny_model_dir, tiny, tmp_path, monkeypatch):

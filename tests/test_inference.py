@@ -129,6 +129,18 @@ def test_unusable_images_are_refused_with_a_reason(model, image, message):
         model.predict(image, max_new_tokens=TOKENS)
 
 
+def test_an_image_size_the_processor_refuses_is_an_input_error(model, tmp_path):
+    """600 x 2 pixels opens fine, but Qwen2.5-VL's processor refuses the aspect ratio from inside generation."""
+    Image.new("RGB", (600, 2)).save(tmp_path / "thin.png")
+    for image in (tmp_path / "thin.png", Image.new("RGB", (2, 600)), np.zeros((2, 600, 3), np.uint8)):
+        with pytest.raises(InputError, match=r"is \d+x\d+ pixels, aspect ratio 300:1"):
+            model.predict(image, max_new_tokens=TOKENS)
+    with pytest.raises(InputError, match=r"image .*thin\.png is 600x2"):
+        model.predict(tmp_path / "thin.png", max_new_tokens=TOKENS)
+    with pytest.raises(InputError, match="empty"):
+        model.predict(np.zeros((0, 56, 3), np.uint8), max_new_tokens=TOKENS)
+
+
 def test_missing_and_broken_image_files(model, tmp_path):
     with pytest.raises(InputError, match="image not found"):
         model.predict(tmp_path / "absent.jpg")

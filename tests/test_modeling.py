@@ -89,6 +89,17 @@ def test_loader_lora_on_language_model_only(tiny_model_dir):
     _backward(model, processor)
 
 
+def test_lora_vision_adapts_every_linear_layer_of_the_vision_tower_and_merger(tiny_model_dir):
+    import torch
+
+    model, _ = load_model_and_processor(tiny_model_dir, dtype="float32", lora={"r": 4}, lora_vision=True)
+    vision = [n for n, m in model.named_modules() if ".visual." in f".{n}" and isinstance(m, torch.nn.Linear)
+              and ".lora_" not in n]
+    adapted = {n.removesuffix(".base_layer") for n in vision if n.endswith(".base_layer")}
+    assert adapted and set(vision) == {f"{n}.base_layer" for n in adapted}  # no plain Linear left in the tower
+    assert any(n.endswith("attn.qkv") for n in adapted) and any(n.endswith("merger.mlp.2") for n in adapted)
+
+
 def test_loader_4bit_with_lora(tiny_model_dir):
     pytest.importorskip("bitsandbytes")
     import bitsandbytes as bnb
@@ -96,6 +107,20 @@ def test_loader_4bit_with_lora(tiny_model_dir):
     model, processor = load_model_and_processor(tiny_model_dir, quantization="4bit", lora={"r": 4})
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     _backward(model, processor)
+
+
+def test_lora_adapter_loads_from_safetensors_only(tiny_model_dir, tmp_path):
+    """adapter_model.bin is a pickle, which can run code when loaded: refused, with what to do instead."""
+    model, processor = load_model_and_processor(tiny_model_dir, dtype="float32", lora={"r": 2})
+    for name, safe in (("safe", True), ("pickle", False)):
+        model.save_pretrained(tmp_path / name, safe_serialization=safe)
+        processor.save_pretrained(tmp_path / name)
+    assert not (tmp_path / "pickle" / "adapter_model.safetensors").exists()
+    loaded, _ = load_model_and_processor(tmp_path / "safe")
+    assert type(loaded).__name__.startswith("PeftModel")
+    with pytest.raises(ModelNotFoundError, match=r"no adapter_model\.safetensors \(it holds adapter_model\.bin.*"
+                                                 r"convert it to safetensors"):
+        load_model_and_processor(tmp_path / "pickle")
 
 
 def test_missing_path_is_one_clear_error(tmp_path):

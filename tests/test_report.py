@@ -229,6 +229,19 @@ def test_duplicate_rows_are_skipped_not_double_counted():
     assert any("duplicate" in s for s in r["skipped_rows"]["first"])
 
 
+def test_error_reasons_count_kinds_not_record_ids():
+    rows = build_rows()
+    for i, rid in enumerate(["gone/0", "it's", "gone/2"]):
+        rec = {**record("FI-2", 10 + i, "positive", "positive", 0.5), "id": rid}
+        rows.append({"record": rec, "sample": 0, "response": None,
+                     "error": f"record {rid!r}: image not found: /data/{i}.png; check --image-root"})
+    rows.append({"record": {**record("FI-2", 20, "positive", "positive", 0.5), "id": "up"}, "sample": 0,
+                 "response": None, "error": "record 'up': image path '../x.png' escapes the dataset root"})
+    r = evaluate_predictions(rows, n_bootstrap=0)
+    assert r["error_reasons"] == {"image not found": 3, "image failed to load": 1,
+                                  "image path … escapes the dataset root": 1}
+
+
 def test_risk_coverage_labels_a_group_without_confidences_so_the_legend_never_comes_up_empty(tmp_path, recwarn):
     # A model before stage 2 states no confidence: its group must say so rather than vanish from the legend,
     # which would then hold nothing (matplotlib warns about that).
