@@ -57,9 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pools", type=_fractions, default=(0.6, 0.3, 0.1),
                    help="stage-1,stage-2,stage-3 fractions of each task's kept records (default 0.6,0.3,0.1)")
     p.add_argument("--seed", type=int, default=0, help="seeds sampling and the pool split (default 0)")
-    p.add_argument("--temperature", type=float, default=0.7, help="teacher sampling temperature (0 = greedy)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.add_argument("--temperature", type=float, default=0.7,
+                   help="model teacher: sampling temperature (0 = greedy; default 0.7)")
+    p.add_argument("--top-p", type=float, default=1.0, help="model teacher: nucleus sampling (default 1.0)")
+    p.add_argument("--max-new-tokens", type=int, default=1024, help="model teacher: response length (default 1024)")
     p.add_argument("--chunk-size", type=int, default=64, help="records per resumable chunk (default 64)")
     p.add_argument("--overwrite", action="store_true", help="discard teacher_samples.jsonl and start again")
     p.add_argument("--strict", action="store_true", help="stop at the first bad input line, do not skip it")
@@ -68,7 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.teacher == "synthemo":  # it draws each answer from the image's label distribution, and samples nothing
+        ignored = [f"--{name.replace('_', '-')}" for name in ("temperature", "top_p", "max_new_tokens", "constrained")
+                   if getattr(args, name) != parser.get_default(name)]
+        if ignored:
+            parser.error(f"{', '.join(ignored)} set the sampling of a model teacher; the synthemo teacher draws "
+                         "each answer from the image's label distribution, so leave them out")
     try:
         records, n_skipped = read_input_records(args.records, strict=args.strict)
         settings = sampling_from_args(args)

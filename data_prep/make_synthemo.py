@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="in-distribution test images (default %(default)s)")
     p.add_argument("--n-ood", type=whole_number(0), default=None,
                    help="SynthEmo-OOD-8 test images (default: same as --n-test)")
-    p.add_argument("--seed", type=int, default=d.seed,
+    p.add_argument("--seed", type=whole_number(0), default=d.seed,
                    help="random seed; the same seed and options give the same bytes (default %(default)s)")
     p.add_argument("--tasks", nargs="+", type=_task, default=list(d.tasks), metavar="TASK",
                    help=f"tasks to build, any of {', '.join(synthemo.TASKS)} (default: all). SynthEmo-8 and "

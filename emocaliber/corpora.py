@@ -253,22 +253,30 @@ def _cot_flaw(parsed: ParsedResponse) -> str | None:
 
 
 def split_pools(records: Sequence[Record], fractions: Sequence[float], seed: int) -> list[list[Record]]:
-    """Per task, a seeded shuffle cut into ``len(fractions)`` pools by largest remainder; input order kept
-    within each pool. Every task gets the same proportions, as in VEC-CoT."""
+    """A seeded shuffle of the images cut into ``len(fractions)`` pools by largest remainder; input order kept
+    within each pool.
+
+    An image goes to one pool with all its records: tasks that share images (FI-8 and FI-2, SynthEmo-8 and
+    SynthEmo-2) would otherwise put an image the stage-1 model trained on among the stage-2 or stage-3 items.
+    Images are cut per set of tasks they carry, so every task gets the same proportions, as in VEC-CoT; where
+    each image has one task, this is a per-task split."""
     if not fractions or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(f"pool fractions must be non-negative and sum to 1, got {list(fractions)}")
     position = {id(r): i for i, r in enumerate(records)}
-    by_task: dict[str, list[Record]] = defaultdict(list)
+    by_image: dict[str, list[Record]] = defaultdict(list)
     for r in records:
-        by_task[r.task].append(r)
+        by_image[r.image].append(r)
+    by_tasks: dict[str, list[str]] = defaultdict(list)  # "+"-joined task set -> its images, in input order
+    for image, rs in by_image.items():
+        by_tasks["+".join(sorted({r.task for r in rs}))].append(image)
     pools: list[list[Record]] = [[] for _ in fractions]
-    for task in sorted(by_task):
-        items = list(by_task[task])
-        random.Random(f"{seed}/{task}").shuffle(items)
-        sizes = _largest_remainder(len(items), fractions)
+    for tasks in sorted(by_tasks):
+        images = list(by_tasks[tasks])
+        random.Random(f"{seed}/{tasks}").shuffle(images)
+        sizes = _largest_remainder(len(images), fractions)
         lo = 0
         for pool, size in zip(pools, sizes):
-            pool.extend(items[lo: lo + size])
+            pool.extend(r for image in images[lo: lo + size] for r in by_image[image])
             lo += size
     return [sorted(p, key=lambda r: position[id(r)]) for p in pools]
 
@@ -420,8 +428,9 @@ def confidence_target(
 def finish_target(raw: float, clip: tuple[float, float] = (0.05, 0.95)) -> float:
     """``raw`` clipped into ``clip`` and rounded half-up to two decimals."""
     lo, hi = clip
-    if not 0 < lo <= hi < 1:
-        raise ValueError(f"clip bounds must satisfy 0 < low <= high < 1, got {clip}")
+    # On the two-decimal grid, so that rounding keeps a target inside the bounds and inside (0, 1).
+    if not (0.01 <= lo <= hi <= 0.99 and round_half_up(lo) == lo and round_half_up(hi) == hi):
+        raise ValueError(f"clip bounds must be two-decimal values with 0.01 <= low <= high <= 0.99, got {clip}")
     return round_half_up(min(hi, max(lo, raw)))
 
 

@@ -442,6 +442,7 @@ class WorldConfig:
     def validate(self) -> None:
         """Raise ValueError with one sentence naming the bad option."""
         checks = [
+            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
             (self.n_train >= 0, f"n_train must be >= 0, got {self.n_train}"),
             (self.n_test >= 0, f"n_test must be >= 0, got {self.n_test}"),
             (self.n_ood is None or self.n_ood >= 0, f"n_ood must be >= 0, got {self.n_ood}"),

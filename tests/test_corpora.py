@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,19 @@ def test_pool_split_is_seeded_per_task_and_disjoint(tmp_path):
         split_pools(records, (0.5, 0.3, 0.1), seed=1)
 
 
+def test_an_image_shared_by_two_tasks_goes_to_one_pool(tmp_path):
+    # FI-8 and FI-2 records of the same 20 images, as VECBench and SynthEmo have them.
+    records = []
+    for i in range(20):
+        records.append(_record(tmp_path, f"x{i}", image=False))
+        records.append(replace(_record(tmp_path, f"x{i}", task="FI-2", gt="negative", image=False), id=f"x{i}-2"))
+    pools = split_pools(records, (0.5, 0.2, 0.3), seed=0)
+    images = [{r.image for r in p} for p in pools]
+    assert not (images[0] & images[1] or images[0] & images[2] or images[1] & images[2])
+    for task in ("UnbiasedEmo-6", "FI-2"):  # each task still gets the proportions
+        assert [sum(r.task == task for r in p) for p in pools] == [10, 4, 6]
+
+
 def test_synthemo_teacher_through_the_command_line(tmp_path):
     world = tmp_path / "world"
     synthemo.build_world(world, synthemo.WorldConfig(n_train=30, n_test=0, n_ood=0, tasks=("SynthEmo-8",)))
@@ -158,6 +172,8 @@ def test_synthemo_teacher_through_the_command_line(tmp_path):
     assert summary["tries"]["invalid_format"] == 0
     rows = SynthEmoTeacher(samples=1)([_record(tmp_path, "x", image=False)], seed=0)
     assert rows[0]["responses"] is None and rows[0]["error_kind"] == "teacher_error"
+    ignored = run("--out", str(tmp_path / "t0"), "--temperature", "0")  # it would change nothing: refused
+    assert ignored.returncode == 2 and "--temperature set the sampling of a model teacher" in ignored.stderr
 
 
 def test_confidence_targets_equal_hand_computed_values(tmp_path):
@@ -239,7 +255,8 @@ def test_confidence_target_function_and_oracle_comparison():
     partial = SampleCounts(samples=8, answered=4, correct=1, majority="a", agree=3)
     assert confidence_target(partial, "agreement") == 0.75
     assert confidence_target(partial, "accuracy") == 0.13  # 1/8 = 0.125
-    for bad in ({"definition": "vibes"}, {"clip": (0, 0.9)}, {"prior": (-1, 0)}):
+    for bad in ({"definition": "vibes"}, {"clip": (0, 0.9)}, {"prior": (-1, 0)},
+                {"clip": (0.05, 0.995)}, {"clip": (0.004, 0.95)}, {"clip": (0.051, 0.949)}):  # off the 0.01 grid
         with pytest.raises(ValueError):
             confidence_target(counts, **({"definition": "agreement"} | bad))
     fi2 = {"task": "FI-2", "candidates": ["positive", "negative"], "split": "train", "source": "t"}

@@ -313,6 +313,7 @@ def test_cli_builds_a_world_and_prints_oracle_metrics(tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["--n-train", "-5"], "--n-train: must be >= 0"),
+    (["--seed", "-1"], "--seed: must be >= 0"),
     (["--n-test", "x"], "--n-test: expected a whole number"),
     (["--tasks", "FI-8"], "unknown task 'FI-8'"),
     (["--mix-fraction", "1.5"], "mix_fraction must be in [0, 1]"),
