@@ -8,7 +8,8 @@ Definitions (--target):
   accuracy   fraction of the K samples whose answer is the gold label. For an ambiguous image this sits below
              the chance that the model's own (greedy) answer is right, so targets come out low.
   local_accuracy
-             fraction of right majority answers among the --neighbours records of the same task whose
+             fraction of right answers (the greedy answer with --responses own, else the samples' majority
+             answer) among the --neighbours records of the same task whose
              samples' reasoning reads most alike (TF-IDF, cosine), the record included. The gold labels
              calibrate it, so it sees ambiguity that the model answers consistently and agreement misses
              (emocaliber/local_accuracy.py).

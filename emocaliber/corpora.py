@@ -477,7 +477,8 @@ def build_confidence_targets(
     ``mismatch`` decides records whose majority answer is not the gold label under ``agreement``: ``keep``
     them (the target is how sure the model is of the answer it will give for this image) or ``drop`` them
     (only records where trained answer, reasoning and the counted answer coincide). ``local_accuracy`` is the
-    share of right majority answers among the record's ``neighbours`` nearest records of its task
+    share of right answers among the record's ``neighbours`` nearest records of its task (the greedy answer the
+    record states with ``own_responder``, else the samples' majority answer)
     (:mod:`emocaliber.local_accuracy`). Records without an image are dropped, and so are records none of whose
     samples names a candidate under ``agreement`` and ``local_accuracy`` (under ``accuracy`` they score 0 of
     K). ``meta.confidence_samples`` keeps the counts so other definitions can be derived. Writes
@@ -529,9 +530,14 @@ def build_confidence_targets(
     if definition == "local_accuracy":
         from emocaliber.local_accuracy import local_accuracy
 
-        # The samples' majority is scored even when the record states the greedy answer (--responses own):
-        # scoring the greedy answer was tried twice and left stage 3 worse calibrated (docs/demo.md).
-        raw = local_accuracy([c.majority == r.ground_truth for r, c, _ in kept],
+        # The target is the chance that the answer the record states is right: with the model's own responses
+        # that is its greedy answer. The samples' majority (temperature 1) stood in for it until the stage pools
+        # were split by image; with disjoint pools it is right far less often than the greedy answer on images
+        # the stage-1 model has not seen (docs/demo.md, session 16). With the teacher's text, the majority stands
+        # in for the answer the model would give.
+        right = ([r.answer is None for r, _, _ in kept] if own_responder is not None
+                 else [c.majority == r.ground_truth for r, c, _ in kept])
+        raw = local_accuracy(right,
                              [answered_reasoning(responses, r) for r, _, responses in kept],
                              [r.task for r, _, _ in kept], neighbours)
         targets = [finish_target(x, clip) for x in raw]

@@ -1,5 +1,6 @@
 """Local accuracy, a stage-2 confidence target that the gold labels calibrate: how often the stage-1 model's
-majority answer is right on the images it describes most alike.
+answer (the greedy one a record states, or else its samples' majority) is right on the images it describes
+most alike.
 
 Agreement (how often the stage-1 model repeats its majority answer) measures the model's own uncertainty. It is
 blind to ambiguity the model does not show: when a class of images carries the other label a third of the time

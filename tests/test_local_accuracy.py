@@ -73,3 +73,22 @@ def test_builder_writes_local_accuracy_targets(tmp_path):
     for bad in ({"neighbours": 0}, {"mismatch": "drop"}, {"prior": (1.0, 1.0)}):
         with pytest.raises(ValueError, match="local_accuracy needs"):
             run("x", definition="local_accuracy", **bad)
+
+
+def test_local_accuracy_with_own_responses_scores_the_greedy_answer_the_record_states(tmp_path):
+    # Every image's samples answer anger 3 times in 4 (the gold label), but the greedy response of "differs"
+    # says fear: its record states fear, so its target must say fear is wrong, whatever the majority says.
+    a = "<answer>{}</answer>"
+    samples = {rid: [a.format("anger")] * 3 + [a.format("fear")] for rid in ("agrees", "differs")}
+    own = {"agrees": [_ok("anger")], "differs": [_ok("fear")]}
+    records = [_record(tmp_path, rid, gt="anger") for rid in samples]
+    sampler = BackendResponder(ScriptedBackend(samples), tmp_path, SamplingSettings(n=4, temperature=1.0))
+    own_responder = BackendResponder(ScriptedBackend(own), tmp_path, SamplingSettings(n=1))
+    build_confidence_targets(records, sampler, tmp_path / "own.jsonl", definition="local_accuracy", neighbours=1,
+                             progress=False, own_responder=own_responder)
+    got = {r.id: (r.answer, r.confidence) for r in read_records(tmp_path / "own.jsonl")}
+    assert got == {"agrees": (None, 0.95), "differs": ("fear", 0.05)}  # 1 and 0 of 1, clipped
+    # With the teacher's text the record states the gold label; the majority answer stands in for the model's.
+    build_confidence_targets(records, sampler, tmp_path / "teacher.jsonl", definition="local_accuracy",
+                             neighbours=1, progress=False)
+    assert [r.confidence for r in read_records(tmp_path / "teacher.jsonl")] == [0.95, 0.95]
