@@ -4,7 +4,8 @@
 A teacher writes the five-part reasoning (<element>, <human>, <context>, <interaction>, <analysis>) and an
 answer for each record, shown the image and the candidates (and the gold label with --show-gold), with
 --samples tries per record. A try is kept when it parses (strict rules) with all five parts and its answer is
-the gold label. Kept records are split per task into three pools (default 60/30/10, seeded), written to --out:
+the gold label. Kept records are split by image into three pools (default 60/30/10 of each task, seeded; an
+image shared by two tasks goes to one pool), written to --out:
 
   stage1.jsonl       records with reasoning: the stage-1 SFT corpus
   stage2_pool.jsonl  records with reasoning: input of build_confidence_targets.py (stage 2)
