@@ -34,7 +34,15 @@ from PIL import Image
 
 from emocaliber.parsing import parse_response
 from emocaliber.prompts import SYSTEM_PROMPT, build_messages, record_prompt, record_target
-from emocaliber.records import REASONING_PARTS, Record, RecordError, iter_jsonl, resolve_image, safe_relpath
+from emocaliber.records import (
+    REASONING_PARTS,
+    Record,
+    RecordError,
+    atomic_output,
+    iter_jsonl,
+    resolve_image,
+    safe_relpath,
+)
 from emocaliber.sources.common import SkipLog
 from emocaliber.tasks import canonical_task_name, get_task, list_tasks
 
@@ -213,26 +221,17 @@ def write_verl_parquet(records: Iterable[Record], path: str | os.PathLike, *, im
     import pyarrow.parquet as pq
 
     schema = _verl_schema(embed_images)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
     batch: list[dict[str, Any]] = []
-    try:
-        with pq.ParquetWriter(tmp, schema) as writer:
-            for record in records:
-                batch.append(to_verl_row(record, index=n, image_root=image_root, embed_images=embed_images,
-                                         **row_kwargs))
-                n += 1
-                if len(batch) >= batch_size:
-                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-                    batch = []
-            if batch or n == 0:
+    with atomic_output(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for record in records:
+            batch.append(to_verl_row(record, index=n, image_root=image_root, embed_images=embed_images, **row_kwargs))
+            n += 1
+            if len(batch) >= batch_size:
                 writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+                batch = []
+        if batch or n == 0:
+            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
     return n
 
 

@@ -7,6 +7,7 @@ failing somewhere downstream.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -200,22 +201,28 @@ def dumps(obj: dict[str, Any]) -> str:
     return json.dumps(obj, ensure_ascii=False, sort_keys=True, allow_nan=False)
 
 
-def write_jsonl(path: str | os.PathLike, rows: Iterable[Record | dict[str, Any]]) -> int:
-    """Write rows atomically (temp file + rename); returns the number written. A row that fails leaves neither
-    a partial file nor its temp file behind."""
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """The temp path to write ``path``'s content to; renamed to ``path`` when the block succeeds, deleted when it
+    fails, so a failed write leaves neither a partial file nor its temp file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    n = 0
     try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(dumps(row.to_dict() if isinstance(row, Record) else row) + "\n")
-                n += 1
+        yield tmp
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[Record | dict[str, Any]]) -> int:
+    """Write rows atomically (:func:`atomic_output`); returns the number written."""
+    n = 0
+    with atomic_output(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(dumps(row.to_dict() if isinstance(row, Record) else row) + "\n")
+            n += 1
     return n
 
 
