@@ -14,15 +14,16 @@ the target is one of :data:`DEFINITIONS` (arithmetic in :func:`confidence_target
 without a prior, was chosen by measuring both against SynthEmo's oracle confidence
 (:func:`compare_with_oracle`; answer-only stage-1 tiny model, 334 stage-2 records, K=16, temperature 1). Stage
 1 trained 5 epochs: agreement mean absolute error 0.115 (bias -0.056), accuracy 0.170 (bias -0.128); on the
-most ambiguous images (w in [0.55, 0.65)) oracle 0.57, agreement 0.62, accuracy 0.38, the sampled-accuracy
-bias DESIGN.md predicts. Stage 1 trained 10 epochs (sharper answers): agreement 0.093 (+0.029), accuracy 0.142
-(-0.051). Accuracy ranks images slightly better in both (Pearson 0.57/0.56 vs 0.46/0.51: the gold label
-carries information), agreement inherits the stage-1 model's own over- or under-confidence, and a Laplace
-prior did not help (it pulls toward 0.5 while most targets are high). With the five-part reasoning (the
-demo), one temperature-1 sample in seven leaves the format; agreement therefore counts only answered samples
-(bias -0.11 -> -0.01 against the oracle, Pearson 0.70 -> 0.79; docs/demo.md). ``local_accuracy``
-(:mod:`emocaliber.local_accuracy`) lets the gold labels calibrate the target; the demo uses it, because agreement
-cannot see label ambiguity that the stage-1 model does not show (docs/demo.md has the measurements).
+most ambiguous images (w in [0.55, 0.65)) oracle 0.57, agreement 0.62, accuracy 0.38: sampled accuracy is biased
+low (a sample is right with probability sum_k q_k p_k, below the greedy answer's max_k p_k). Stage 1 trained 10
+epochs (sharper answers): agreement 0.093 (+0.029), accuracy 0.142 (-0.051). Accuracy ranks images slightly
+better in both (Pearson 0.57/0.56 vs 0.46/0.51: the gold label carries information), agreement inherits the
+stage-1 model's own over- or under-confidence, and a Laplace prior did not help (it pulls toward 0.5 while most
+targets are high). With the five-part reasoning (the demo), one temperature-1 sample in seven leaves the format;
+agreement therefore counts only answered samples (bias -0.11 -> -0.01 against the oracle, Pearson 0.70 -> 0.79;
+docs/demo.md). ``local_accuracy`` (:mod:`emocaliber.local_accuracy`) lets the gold labels calibrate the target;
+the demo uses it, because agreement cannot see label ambiguity that the stage-1 model does not show (docs/demo.md
+has the measurements).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 * TRL (SFT/GRPO): :func:`to_trl_prompt_completion`, :func:`to_trl_messages` and back, :func:`record_from_trl`.
   Rows carry the record's fields as extra columns (``ground_truth`` and ``candidates`` reach reward functions as
   keyword lists); the image path column is ``image_path`` because TRL treats a column named ``image`` as pixels.
-* verl parquet (stage-3 GRPO, ``reference/datasets.md`` section 8): :func:`to_verl_row`,
-  :func:`write_verl_parquet`, :func:`read_verl_parquet`, :func:`record_from_verl`.
+* verl parquet (stage-3 GRPO; columns as in volcengine/verl's ``docs/preparation/prepare_data.rst``):
+  :func:`to_verl_row`, :func:`write_verl_parquet`, :func:`read_verl_parquet`, :func:`record_from_verl`.
 * The released test file (``input_data/test_8k.jsonl``): :func:`to_released_test`, :func:`from_released_test`.
 * The VEC-CoT stage files: :func:`to_vec_cot`, :func:`from_vec_cot`. Their schema is not public, so the reader
   accepts the three shapes ms-swift reads, as assumed in ``docs``: (1) ``messages`` + ``images`` (``<image>`` in

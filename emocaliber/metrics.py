@@ -3,17 +3,19 @@
 Every function takes plain sequences or arrays and returns fractions (not percentages) as Python floats, NaN
 where a metric is undefined (no items, or AUROC with one class).
 
-Why the binning is implemented here rather than taken from a library (``reference/calibration.md`` 1.1):
-verbalized confidences sit on a grid (0.3, 0.7, 0.85, 1.0), i.e. exactly on equal-width bin edges, and the
-libraries disagree precisely there. Float64 ``np.linspace(0, 1, 11)`` edges are 0.30000000000000004,
-0.6000000000000001 and 0.7000000000000001, so numpy/netcal/relplot and the EmoCaliber release put 0.3, 0.6 and 0.7
-into the bin *below*; torchmetrics builds edges in the input dtype (float32 and float64 give different ECEs) and
-sends c = 1.0 to a hidden extra bin; the release drops c = 1.0 from every bin but keeps it in the denominator. The
-same synthetic data scores 0.066 to 0.146 across them. So the canonical rule here reads every confidence at 1e-6
-resolution, ``q = round(c * 10**6)``, and bins in integer arithmetic: ``k = min(q * M // 10**6, M - 1)``, i.e.
-bins ``[k/M, (k+1)/M)`` with the last one closed, so 0.0 and 1.0 are both counted and 0.3 starts bin 3. Bin sums
-of ``q`` are exact integers, so float32 and float64 inputs give bit-identical ECE. ``scheme="emocaliber"``
-reproduces the release's rule exactly, for comparison with the paper only.
+Why the binning is implemented here rather than taken from a library: verbalized confidences sit on a grid (0.3,
+0.7, 0.85, 1.0), i.e. exactly on equal-width bin edges, and the libraries disagree precisely there. Float64
+``np.linspace(0, 1, 11)`` edges are 0.30000000000000004, 0.6000000000000001 and 0.7000000000000001, so
+numpy/netcal/relplot and the EmoCaliber release (``calculate_ece`` in wdqqdw/EmoCaliber's
+``inference/evaluate_multi_task_conf_from_merged.py``) put 0.3, 0.6 and 0.7 into the bin *below*; torchmetrics
+builds edges in the input dtype (float32 and float64 give different ECEs) and sends c = 1.0 to a hidden extra bin
+(https://github.com/Lightning-AI/torchmetrics/issues/3510); the release drops c = 1.0 from every bin but keeps it
+in the denominator. The same synthetic data scores 0.066 to 0.146 across them. So the canonical rule here reads
+every confidence at 1e-6 resolution, ``q = round(c * 10**6)``, and bins in integer arithmetic:
+``k = min(q * M // 10**6, M - 1)``, i.e. bins ``[k/M, (k+1)/M)`` with the last one closed, so 0.0 and 1.0 are
+both counted and 0.3 starts bin 3. Bin sums of ``q`` are exact integers, so float32 and float64 inputs give
+bit-identical ECE. ``scheme="emocaliber"`` reproduces the release's rule exactly, for comparison with the paper
+only.
 
 Bootstrap: items are resampled with replacement inside each task (so a group's task mix is fixed), by record when
 several samples of one record exist (a cluster bootstrap), all resamples at once as an index matrix. Every metric
@@ -39,7 +41,7 @@ SCALE = 1_000_000
 #: The release's selective-prediction thresholds (accuracy and coverage over items with c >= t).
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 COVERAGES = (0.5, 0.8)
-#: NLL clipping: half of the 0.01 grid step, so no two-decimal value is moved (calibration.md 1.6).
+#: NLL clipping (NLL is undefined at c = 0 and c = 1): half of the 0.01 grid step, so no two-decimal value is moved.
 NLL_EPS = 0.005
 ECE_SCHEMES = ("canonical", "emocaliber", "equal_mass", "unique")
 
@@ -661,8 +663,9 @@ def evaluate_items(tasks: Sequence[str], predictions: Sequence[str | None], trut
     Groups come in three conventions: ``pooled`` (every metric over the group's items, as the release's script),
     ``macro`` (unweighted mean of the tasks' values; a task where a metric is undefined is left out of that mean)
     and ``paper`` (accuracy and weighted F1 macro, calibration pooled: how the paper's group columns were formed,
-    calibration.md 1.11; F1's convention is unstated in the paper and taken like accuracy). Overall adds the same
-    three, with ``paper`` accuracy = mean of the groups' paper accuracies (the author's later evaluator).
+    e.g. OOD VER accuracy 50.37 is the mean of its tasks' 29.26, 41.94 and 79.90, while its ECE 12.17 is pooled;
+    F1's convention is unstated in the paper and taken like accuracy). Overall adds the same three, with
+    ``paper`` accuracy = mean of the groups' paper accuracies (the author's later evaluator).
     """
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), got {ci!r}")

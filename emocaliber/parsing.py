@@ -6,7 +6,7 @@ why a response is invalid.
 
 Two modes:
 
-``"strict"`` (the project's rules, ``reference/calibration.md`` section 5)
+``"strict"`` (the project's rules; as in VLMEvalKit's ``can_infer_text``, exactly one candidate may match)
     * reasoning: the first ``<think>...</think>`` block; each of the five parts is the first
       ``<part>...</part>`` inside it (content stripped). Tags are case-sensitive.
     * answer: the *last* complete ``<answer>...</answer>`` pair (see :func:`last_span`), stripped. No fallback

@@ -113,7 +113,8 @@ def _finite(values: np.ndarray, fallback: float) -> list[float]:
 
 
 def _monitor(log_metric: Any, valid: np.ndarray, correct: np.ndarray, conf: np.ndarray) -> None:
-    """Scalars calibration.md 3.2 asks to watch during RL (format rate, sandbag rate, confidence spread)."""
+    """Scalars to watch during RL (format rate, sandbag rate, confidence spread): the escape routes of
+    docs/rewards.md, "Incentive analysis"."""
     if not callable(log_metric) or valid.size == 0:
         return
     metrics = {"calibration/format_rate": float(valid.mean())}

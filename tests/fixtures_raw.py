@@ -1,4 +1,4 @@
-"""Miniature raw trees in the six source layouts (reference/datasets.md section 9), built with tiny PIL images.
+"""Miniature raw trees in the six source datasets' on-disk layouts, built with tiny PIL images.
 
 Each image gets its own colour (from its path) so content de-duplication sees distinct files unless a test makes
 a copy on purpose. Builders return the folder to pass to the reader and take the file lists as arguments, so a
@@ -15,7 +15,8 @@ from pathlib import Path
 
 from PIL import Image
 
-#: category.txt as WEBEmo ships it, typed from the table in reference/datasets.md section 3 (not from tasks.py).
+#: category.txt as WEBEmo ships it, (level-3, level-2, polarity) tuples typed by hand (not from tasks.py);
+#: labels and misspellings as in cvlab-stonybrook/EmotionNet_CVPR2020 Datasets/WebEmo/constants.py.
 WEBEMO_CATEGORY_LINES = [
     "('affection', 'love', '+')", "('cheerfullness', 'joy', '+')", "('confusion', 'confusion', '-')",
     "('contentment', 'joy', '+')", "('disappointment', 'sadness', '-')", "('disgust', 'anger', '-')",

@@ -8,7 +8,8 @@ from emocaliber import prompts as P
 from emocaliber.records import REASONING_PARTS, Record
 from emocaliber.tasks import MIKELS_8
 
-# The released VECBench question (HF viewer, emocaliber_paper.md section 2; the viewer shows the closing period).
+# The released VECBench EmoSet-8 question, as the dataset viewer of huggingface.co/datasets/wudq/VECBench
+# shows it (closing period included).
 RELEASED_EMOSET = (
     "Which emotion might this image evoke? Choose the most likely one from ['awe', 'amusement', 'contentment', "
     "'excitement', 'anger', 'sadness', 'fear', 'disgust']. Think step by step. Respond in the format: "

@@ -298,13 +298,13 @@ def test_expected_reward_hand_computed():
 
 
 def test_the_release_reward_rewards_sandbagging():
-    """calibration.md 3.2: an honest answer right half the time (best c = 0.5) earns 1.5 + 2 ln 0.5; a label
-    known to be wrong stated with c = 0.01 earns 1 + 2 ln 0.99 -- more."""
+    """docs/rewards.md, "Incentive analysis": an honest answer right half the time (best c = 0.5) earns
+    1.5 + 2 ln 0.5; a label known to be wrong stated with c = 0.01 earns 1 + 2 ln 0.99 -- more."""
     honest, sandbag = 1 + 0.5 + 2 * math.log(0.5), 1 + 2 * math.log(0.99)
     assert R.expected_reward("emocaliber", 0.5, 0.5) == pytest.approx(honest)
     assert R.expected_reward("emocaliber", 0.0, 0.01) == pytest.approx(sandbag)
     assert honest < sandbag
-    assert 0.84 < R.sandbag_region("emocaliber") < 0.86  # the reference's p < 0.85
+    assert 0.84 < R.sandbag_region("emocaliber") < 0.86  # docs/rewards.md: p < 0.848
 
 
 def test_the_release_reward_makes_format_breaking_pay_when_confidently_wrong():

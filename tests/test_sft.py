@@ -426,7 +426,8 @@ def test_bench_prints_throughput_and_padding_for_both_collations(tiny_model_dir)
 
 @pytest.mark.parametrize("model", ["qwen2.5-vl-7b", "tiny"])
 def test_shipped_recipe_configs_parse(model):
-    """Every key of the shipped YAMLs is a real field; the 7B values are the release's (emocaliber_paper.md 4)."""
+    """Every key of the shipped YAMLs is a real field; the 7B values are the release's
+    (train/step1_example.sh and train/step2_example.sh in github.com/wdqqdw/EmoCaliber)."""
     from trl import SFTConfig, TrlParser
 
     for stage, lr in (("stage1", 1e-5), ("stage2", 4e-6)):

@@ -1,4 +1,5 @@
-"""The task registry, pinned against the reference (emocaliber_paper.md 1.2-1.3, datasets.md section 3).
+"""The task registry, pinned against VECBench as released with EmoCaliber (arXiv 2512.15528;
+github.com/wdqqdw/EmoCaliber, huggingface.co/datasets/wudq/VECBench) and WebEmo's label hierarchy.
 
 Label strings and their order are what the released evaluation matches, so every list is written out here.
 """
@@ -13,7 +14,8 @@ MIKELS = ["awe", "amusement", "contentment", "excitement", "anger", "sadness", "
 WEBEMO_25 = ["affection", "cheerfullness", "confusion", "contentment", "disappointment", "disgust", "enthrallment",
              "envy", "exasperation", "gratitude", "horror", "irritabilty", "lust", "neglect", "nervousness",
              "optimism", "pride", "rage", "relief", "sadness", "shame", "suffering", "surprise", "sympathy", "zest"]
-# datasets.md, WebEmo table: level-3 -> level-2 (WebEmo-7) and the 11 positive level-3 labels.
+# WebEmo's category.txt tuples (Panda et al., ECCV 2018, "Contemplating Visual Emotions"): level-3 -> level-2
+# (WebEmo-7; confusion stays confusion) and the 11 positive level-3 labels (surprise included).
 WEBEMO_25_TO_7 = {
     "affection": "love", "cheerfullness": "joy", "confusion": "confusion", "contentment": "joy",
     "disappointment": "sadness", "disgust": "anger", "enthrallment": "joy", "envy": "anger", "exasperation": "anger",

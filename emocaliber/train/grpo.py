@@ -54,7 +54,8 @@ from emocaliber.train.sft import freeze_vision, resolve_resume, setup_logging
 
 logger = logging.getLogger(__name__)
 
-#: A stated confidence below this counts as "low" (calibration.md 3.2: the sandbagging signature).
+#: A stated confidence below this counts as "low": the sandbagging signature (docs/rewards.md, "Incentive
+#: analysis").
 LOW_CONFIDENCE = 0.1
 #: ``confidence_credit`` values: TRL's sequence credit; the confidence tokens learn from the calibration term alone
 #: (``calibration``); and the same with every other token's advantage set to 0 (``confidence_only``), so stage 3
