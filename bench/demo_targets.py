@@ -4,7 +4,9 @@
 For each run directory (``python -m emocaliber.demo --out DIR``) it reads the stage table the report is built from
 (``emocaliber.demo_report.stage_rows``) and prints every target per in-distribution group. ``--stage3 EVAL_DIR``
 (repeatable) checks another evaluation in place of the run's stage 3, for a stage-3 variant trained from the same
-stage 2 and evaluated as the demo evaluates it. The last line counts the stage-3 misses (five checks per group).
+stage 2 and evaluated as the demo evaluates it; ``--stage2 EVAL_DIR`` likewise replaces stage 2, for a variant
+that retrained it (``bench/stage3_variant.py --stage2``). The last line counts the stage-3 misses (five checks
+per group).
 
 Each run also gets a paired comparison of stage 3 with stage 2 on the same test images: the AUROC difference and
 the ECE ratio, each with a 95% percentile interval over ``--paired`` resamples of the images (0 = none). Each
@@ -128,21 +130,28 @@ def main() -> None:
     p.add_argument("runs", nargs="+", type=Path, help="demo run directories")
     p.add_argument("--stage3", type=Path, action="append", default=[],
                    help="an evaluation directory to check in place of each run's stage 3 (one per run, in order)")
+    p.add_argument("--stage2", type=Path, action="append", default=[],
+                   help="an evaluation directory to check in place of each run's stage 2, for a variant that "
+                        "retrained stage 2 (bench/stage3_variant.py --stage2; one per run, in order)")
     p.add_argument("--paired", type=int, default=1000, metavar="N",
                    help="resamples of the paired stage-3 against stage-2 comparison, 0 = none (default %(default)s)")
     args = p.parse_args()
-    if args.stage3 and len(args.stage3) != len(args.runs):
-        p.error(f"--stage3 given {len(args.stage3)} times for {len(args.runs)} runs; give one per run")
+    for flag, given in (("--stage3", args.stage3), ("--stage2", args.stage2)):
+        if given and len(given) != len(args.runs):
+            p.error(f"{flag} given {len(given)} times for {len(args.runs)} runs; give one per run")
     total = 0
     for i, run in enumerate(args.runs):
         try:
             table = stage_rows(run)
             stage3 = eval_rows(args.stage3[i], True)[0] if args.stage3 else table["stage3"]
+            if args.stage2:
+                table = dict(table, stage2=eval_rows(args.stage2[i], True)[0])
         except FileNotFoundError as e:
             raise SystemExit(f"{e.filename}: not found; pass a finished demo run (and evaluations of it)") from None
         except ValueError as e:
             raise SystemExit(str(e)) from None
-        print(f"{run}" + (f"  (stage 3: {args.stage3[i]})" if args.stage3 else ""))
+        print(f"{run}" + (f"  (stage 2: {args.stage2[i]})" if args.stage2 else "")
+              + (f"  (stage 3: {args.stage3[i]})" if args.stage3 else ""))
         misses = 0
         for stage, name, holds, measured in checks(table, stage3):
             misses += not holds and stage == "stage3"
@@ -150,7 +159,8 @@ def main() -> None:
         print(f"  stage-3 misses: {misses} of 10")
         if args.paired > 0:
             stage3_dir = args.stage3[i] if args.stage3 else run / "eval" / "stage3"
-            for g, d in paired(run / "eval" / "stage2", stage3_dir, args.paired).items():
+            stage2_dir = args.stage2[i] if args.stage2 else run / "eval" / "stage2"
+            for g, d in paired(stage2_dir, stage3_dir, args.paired).items():
                 (da, la, ha), (r, lr, hr) = (np.array(d[k], dtype=float) for k in ("auroc_diff", "ece_ratio"))
                 print(f"  paired on {d['n']} {g} images (95% of {args.paired} resamples): stage 3 - stage 2 AUROC "
                       f"{100 * da:+.2f} [{100 * la:+.2f}, {100 * ha:+.2f}], ECE x{r:.2f} [{lr:.2f}, {hr:.2f}]")

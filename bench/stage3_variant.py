@@ -15,8 +15,12 @@ process: a sampling call first decodes greedily, cuts each row after ``<confiden
 there. It is a trial, not a recipe option: TRL 1.16's ``rollout_func`` drops a VLM's images, so doing it properly
 means overriding the trainer's generation.
 
+``--stage2 "FLAGS"`` first retrains stage 2 the demo's way with FLAGS added (its checkpoint and evaluation in
+``RUN/NAME/stage2`` and ``RUN/NAME/eval/stage2``), and stage 3 then trains from that stage 2: for a change whose
+effect on stage 3 goes through stage 2, such as stage 2's ``--confidence_loss_weight``.
+
 Check the variant against issue 11's targets:
-    python bench/demo_targets.py RUN --stage3 RUN/NAME/eval/stage3
+    python bench/demo_targets.py RUN --stage3 RUN/NAME/eval/stage3 [--stage2 RUN/NAME/eval/stage2]
 
 Example: python bench/stage3_variant.py runs/e0 b64 -- --per_device_train_batch_size 64
 """
@@ -27,6 +31,7 @@ import argparse
 import contextlib
 import json
 import re
+import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,20 +65,31 @@ def _replace(command: list[str], flag: str, value: str) -> list[str]:
     return [*command[:i], value, *command[i + 1:]]
 
 
-def variant_commands(run: Path, name: str, flags: list[str]) -> tuple[list[list[str]], int]:
+def _evaluation(run: Path, stage: str, out: Path) -> list[str]:
+    """The demo's evaluation command for ``stage``, evaluating ``out/stage`` into ``out/eval/stage``."""
+    command = _marker(run, f"eval-{stage}")["command"]
+    return _replace(_replace(command, "--model", str(out / stage)), "--out", str(out / "eval" / stage))
+
+
+def variant_commands(run: Path, name: str, flags: list[str],
+                     stage2_flags: list[str] | None = None) -> tuple[list[list[str]], int]:
     """The demo's stage-3 and stage-3 evaluation commands, writing under ``run/name`` and with ``flags`` added to
-    the GRPO step; and the thread count they ran with."""
-    train, evaluate = _marker(run, "stage3"), _marker(run, "eval-stage3")
+    the GRPO step, preceded, with ``stage2_flags``, by its stage-2 and stage-2 evaluation commands with those
+    flags added to stage 2 (stage 3 then trains from the new stage 2); and the thread count they ran with."""
+    train = _marker(run, "stage3")
     model = train["command"][_index(train["command"], "--model_name_or_path")]
     if not Path(model).is_dir():
         raise SystemExit(f"{model} (stage 2, from {run}/.done/stage3.json): not a directory; run this from the "
                          f"directory the demo ran in")
     if train["code"] != code_digest():
         print(f"note: the project's code changed since {run}'s stage 3 ran; the variant runs today's code")
-    out = run / name
+    out, commands = run / name, []
     grpo = _replace(train["command"], "--output_dir", str(out / "stage3")) + flags
-    ev = _replace(_replace(evaluate["command"], "--model", str(out / "stage3")), "--out", str(out / "eval" / "stage3"))
-    return [grpo, ev], train["threads"]
+    if stage2_flags is not None:
+        sft = _replace(_marker(run, "stage2")["command"], "--output_dir", str(out / "stage2")) + stage2_flags
+        commands += [sft, _evaluation(run, "stage2", out)]
+        grpo = _replace(grpo, "--model_name_or_path", str(out / "stage2"))
+    return [*commands, grpo, _evaluation(run, "stage3", out)], train["threads"]
 
 
 @contextlib.contextmanager
@@ -125,11 +141,15 @@ def greedy_prefix_rollouts(tokenizer) -> Iterator[None]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                usage="%(prog)s [-h] [--greedy-prefix] run name [-- flags for stage3_grpo.py ...]")
+                                usage="%(prog)s [-h] [--greedy-prefix] [--stage2 FLAGS] run name "
+                                      "[-- flags for stage3_grpo.py ...]")
     p.add_argument("run", type=Path, help="a finished demo run directory")
     p.add_argument("name", help="the variant's directory under RUN (letters, digits, '.', '_' and '-')")
     p.add_argument("--greedy-prefix", action="store_true",
                    help="rollouts share the greedy reasoning and answer; only the confidence is sampled")
+    p.add_argument("--stage2", metavar="FLAGS", type=shlex.split,
+                   help='retrain stage 2 with these flags for recipes/stage2_sft.py (one quoted string, e.g. '
+                        '"--confidence_loss_weight 3") and train stage 3 from it')
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args, flags = p.parse_args(argv[:cut]), argv[cut + 1:]
@@ -137,7 +157,8 @@ def main() -> None:
         p.error(f"name {args.name!r}: use a plain directory name (letters, digits, '.', '_' and '-')")
     if (args.run / args.name).exists():
         p.error(f"{args.run / args.name} exists; choose another name or delete it")
-    commands, threads = variant_commands(args.run, args.name, flags)
+    commands, threads = variant_commands(args.run, args.name, flags, args.stage2)
+    grpo = len(commands) - 2
 
     import torch
 
@@ -145,7 +166,7 @@ def main() -> None:
     for i, command in enumerate(commands):
         print(f"python {' '.join(command)}", flush=True)
         rollouts = contextlib.nullcontext()
-        if args.greedy_prefix and i == 0:
+        if args.greedy_prefix and i == grpo:
             from transformers import AutoTokenizer
 
             model = command[_index(command, "--model_name_or_path")]
@@ -155,7 +176,9 @@ def main() -> None:
                 run_script(command[0], command[1:])
         except DemoError as e:
             raise SystemExit(str(e)) from None
-    print(f"check it: python bench/demo_targets.py {args.run} --stage3 {args.run / args.name / 'eval' / 'stage3'}")
+    stage2 = f" --stage2 {args.run / args.name / 'eval' / 'stage2'}" if args.stage2 is not None else ""
+    print(f"check it: python bench/demo_targets.py {args.run} --stage3 {args.run / args.name / 'eval' / 'stage3'}"
+          + stage2)
 
 
 if __name__ == "__main__":

@@ -232,7 +232,7 @@ def test_stage3_variant_reruns_the_demos_stage3(demo):
     import sys
     from pathlib import Path
 
-    from trl import GRPOConfig, TrlParser
+    from trl import GRPOConfig, SFTConfig, TrlParser
 
     from emocaliber.train.configs import DataArgs, ModelArgs, parse_args_and_config
     from emocaliber.train.grpo import GRPOScriptArgs
@@ -251,6 +251,15 @@ def test_stage3_variant_reruns_the_demos_stage3(demo):
     assert grpo[grpo.index("--output_dir") + 1] == str(out / "v2" / "stage3")
     parser = TrlParser((ModelArgs, DataArgs, GRPOScriptArgs, GRPOConfig))
     assert parse_args_and_config(parser, grpo[1:])[3].max_steps == 2  # the demo's quick stage 3 runs 6
+    variant = _bench("stage3_variant").variant_commands
+    (sft, ev2, grpo, ev3), _ = variant(out, "v2", [], ["--confidence_loss_weight", "3"])
+    assert (sft[0], ev2[0], ev3[0]) == ("recipes/stage2_sft.py", "eval/run_vecbench.py", "eval/run_vecbench.py")
+    stage2 = str(out / "v2" / "stage2")
+    assert sft[sft.index("--output_dir") + 1] == grpo[grpo.index("--model_name_or_path") + 1] == stage2
+    assert ev2[ev2.index("--model") + 1] == stage2
+    assert ev2[ev2.index("--out") + 1] == str(out / "v2" / "eval" / "stage2")
+    sft_parser = TrlParser((ModelArgs, DataArgs, SFTConfig))
+    assert parse_args_and_config(sft_parser, sft[1:])[1].confidence_loss_weight == 3
 
     again = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600, check=False)
     assert again.returncode == 2 and "exists; choose another name" in again.stderr
@@ -335,3 +344,36 @@ def test_prompt_recalibration_fits_on_stage2s_answers_to_the_stage3_prompts(demo
     assert f"stage 2 on {len(prompts)} stage-3 prompts" in done.stdout
     for name in ("stage 3", "binning", "class shift", "class shift, shrunk", "class shift, cross-fit"):
         assert f"  {name}: " in done.stdout.split("cuts of 30% or more")[1]
+
+
+def test_stage2_fit_runs_stage2_on_its_own_training_records(demo):
+    import subprocess
+    import sys
+    from collections import defaultdict
+    from pathlib import Path
+
+    out, _, _ = demo
+    repo = Path(__file__).parents[1]
+    done = subprocess.run([sys.executable, str(repo / "bench/stage2_fit.py"), str(out)], cwd=repo,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [r for _, r in iter_jsonl(out / "targets" / "stage2.jsonl")]
+    rows = list(iter_jsonl(out / "fit" / "stage2" / "predictions.jsonl"))
+    assert [r["record"]["id"] for _, r in rows] == [r["id"] for r in records]
+    targets = defaultdict(list)
+    for r in records:
+        targets[(r["task"], r["meta"]["mix"]["primary"])].append(r["confidence"])
+    def table(stdout: str) -> list[str]:
+        lines = stdout.splitlines()
+        return lines[next(i for i, line in enumerate(lines) if "stage 2 on its" in line) + 2:]
+
+    printed = {tuple(line.split()[:2]): line.split()[2:] for line in table(done.stdout)}
+    assert printed.keys() == targets.keys()
+    for key, values in targets.items():
+        n, target, _, within, same = printed[key]
+        assert int(n) == len(values) and float(target) == pytest.approx(sum(values) / len(values), abs=0.005)
+        assert 0 <= float(within) <= 1 and 0 <= float(same) <= 1
+    again = subprocess.run([sys.executable, str(repo / "bench/stage2_fit.py"), str(out)], cwd=repo,
+                           capture_output=True, text=True, timeout=600, check=False)
+    assert table(again.stdout) == table(done.stdout)
+    assert "eval/run_vecbench.py" in done.stdout and "eval/run_vecbench.py" not in again.stdout  # kept, not rerun
