@@ -53,8 +53,9 @@ def stage2_on_its_pool(run: Path, variant: str | None) -> tuple[Path, Path]:
         return records, out
     if out.exists():  # from an earlier stage 2: start again rather than resume its predictions
         shutil.rmtree(out)
-    command = [*_replace(_replace(_replace(marker["command"], "--data", str(records)), "--out", str(out)),
-                         "--model", str(model)), "--n-bootstrap", "0"]
+    command = marker["command"]
+    for flag, value in (("--data", records), ("--out", out), ("--model", model), ("--n-bootstrap", 0)):
+        command = _replace(command, flag, str(value))
     import torch
 
     torch.set_num_threads(marker["threads"])
