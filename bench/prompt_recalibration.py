@@ -36,9 +36,8 @@ from pathlib import Path
 
 import numpy as np
 from confidence_by_class import by_class
-from stage3_variant import _marker, _replace
+from stage3_variant import _marker, _replace, run_as_demo
 
-from emocaliber.demo import DemoError, run_script
 from emocaliber.evaluation import PREDICTIONS_FILE
 from emocaliber.metrics import auroc, bin_index, ece
 
@@ -57,14 +56,7 @@ def stage2_on_prompts(run: Path) -> Path:
         shutil.rmtree(out)
     prompts = stage3["command"][stage3["command"].index("--train_file") + 1]
     command = [*_replace(_replace(marker["command"], "--data", prompts), "--out", str(out)), "--n-bootstrap", "0"]
-    import torch
-
-    torch.set_num_threads(marker["threads"])
-    print(f"python {' '.join(command)}", flush=True)
-    try:
-        run_script(command[0], command[1:])
-    except DemoError as e:
-        raise SystemExit(str(e)) from None
+    run_as_demo(command, marker["threads"])
     return out
 
 

@@ -24,9 +24,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from stage3_variant import _marker, _replace
+from stage3_variant import _marker, _replace, run_as_demo
 
-from emocaliber.demo import DemoError, run_script
 from emocaliber.demo_report import PARSE_MODE
 from emocaliber.evaluation import PREDICTIONS_FILE
 from emocaliber.parsing import parse_response
@@ -56,14 +55,7 @@ def stage2_on_its_pool(run: Path, variant: str | None) -> tuple[Path, Path]:
     command = marker["command"]
     for flag, value in (("--data", records), ("--out", out), ("--model", model), ("--n-bootstrap", 0)):
         command = _replace(command, flag, str(value))
-    import torch
-
-    torch.set_num_threads(marker["threads"])
-    print(f"python {' '.join(command)}", flush=True)
-    try:
-        run_script(command[0], command[1:])
-    except DemoError as e:
-        raise SystemExit(str(e)) from None
+    run_as_demo(command, marker["threads"])
     return records, out
 
 

@@ -53,6 +53,19 @@ def _marker(run: Path, step: str) -> dict:
         raise SystemExit(f"{path}: not a demo done-marker ({e}); rerun the demo to rewrite it") from None
 
 
+def run_as_demo(command: list[str], threads: int) -> None:
+    """Run one of the demo's step commands in this process with the step's torch thread count, as the demo does;
+    a failing step ends the script with its message."""
+    import torch
+
+    torch.set_num_threads(threads)
+    print(f"python {' '.join(command)}", flush=True)
+    try:
+        run_script(command[0], command[1:])
+    except DemoError as e:
+        raise SystemExit(str(e)) from None
+
+
 def _index(command: list[str], flag: str) -> int:
     """Where ``flag``'s value is in ``command``."""
     if flag not in command[:-1]:
@@ -160,22 +173,15 @@ def main() -> None:
     commands, threads = variant_commands(args.run, args.name, flags, args.stage2)
     grpo = len(commands) - 2
 
-    import torch
-
-    torch.set_num_threads(threads)
     for i, command in enumerate(commands):
-        print(f"python {' '.join(command)}", flush=True)
         rollouts = contextlib.nullcontext()
         if args.greedy_prefix and i == grpo:
             from transformers import AutoTokenizer
 
             model = command[_index(command, "--model_name_or_path")]
             rollouts = greedy_prefix_rollouts(AutoTokenizer.from_pretrained(model))
-        try:
-            with rollouts:
-                run_script(command[0], command[1:])
-        except DemoError as e:
-            raise SystemExit(str(e)) from None
+        with rollouts:
+            run_as_demo(command, threads)
     stage2 = f" --stage2 {args.run / args.name / 'eval' / 'stage2'}" if args.stage2 is not None else ""
     print(f"check it: python bench/demo_targets.py {args.run} --stage3 {args.run / args.name / 'eval' / 'stage3'}"
           + stage2)
