@@ -24,7 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from stage3_variant import _marker, _replace, run_as_demo
+from stage3_variant import _index, _marker, _replace, run_as_demo
 
 from emocaliber.demo_report import PARSE_MODE
 from emocaliber.evaluation import PREDICTIONS_FILE
@@ -38,11 +38,11 @@ def stage2_on_its_pool(run: Path, variant: str | None) -> tuple[Path, Path]:
     """(the stage-2 training records, stage 2's predictions on them), made by the demo's stage-2 evaluation
     command; kept while they are newer than that stage 2's weights."""
     marker = _marker(run, "eval-stage2")
-    model = Path(marker["command"][marker["command"].index("--model") + 1])
+    model = Path(marker["command"][_index(marker["command"], "--model")])
     if variant:
         model = run / variant / "stage2"
     train = _marker(run, "stage2")["command"]
-    records = Path(train[train.index("--train_file") + 1])
+    records = Path(train[_index(train, "--train_file")])
     out = run / "fit" / (f"{variant}-stage2" if variant else "stage2")
     done, weights = out / "metrics.json", model / "model.safetensors"  # metrics.json is written last
     if not weights.is_file():
