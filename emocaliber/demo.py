@@ -30,8 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = ("base", "stage1", "stage2", "stage3")
 #: What the steps run besides their command line: the library, the scripts and the YAML configs they read.
 CODE_DIRS = ("emocaliber", "data_prep", "recipes", "eval")
-#: SynthEmo responses are about 90 tokens with the tiny tokenizer; an untrained model never stops by itself.
-MAX_NEW_TOKENS = 160
+#: SynthEmo responses are 74-90 tokens with the tiny tokenizer (5 of 7,040 temperature-1 samples ran past 128);
+#: an untrained model never stops by itself, so its evaluation decodes all of them.
+MAX_NEW_TOKENS = 128
 #: The demo's world: four confusable emotions, each always blended with a partner (three across polarity), and
 #: few blends elsewhere. The tiny model never learns to see how strong a blend is (docs/demo.md), so an image's
 #: ambiguity has to come mostly with its class for calibration to be learnable on a CPU.
@@ -64,7 +65,10 @@ class DemoSettings:
     #: VSA accuracy; with 660 it calibrated seeds 0 and 1 without losing any, but not seed 2 (docs/demo.md).
     pools: tuple[float, float, float] = (0.5, 0.2, 0.3)
     n_test: int = 1000  # per task, as VECBench; 300 left about +-5 points of AUROC noise
-    samples: int = 16
+    #: Stage-1 samples per stage-2 image; local_accuracy reads only their reasoning, to find neighbours. Its
+    #: targets from the first 8 of 16 samples came as close to the oracle's confidence as from all 16 (Pearson
+    #: 0.906 vs 0.903 over six seeds; 4 gave 0.898), at half the step's time (docs/demo.md, "Session 19").
+    samples: int = 8
     #: Stage-2 targets: the stage-1 model's accuracy among the 25 stage-2 records it describes most alike
     #: (emocaliber.local_accuracy); agreement missed the classes whose label is ambiguous but whose answer is not.
     target: str = "local_accuracy"
@@ -99,10 +103,14 @@ class DemoSettings:
     stage3_temperature: float = 0.7
     eval_temperature: float = 0.0
     n_bootstrap: int = 200
-    #: torch's intra-op threads in every step. The table depends on them (a float sum is split another way), so
-    #: the demo fixes them rather than taking torch's one per core: the same seed then gives the same table on
-    #: any machine with the same CPU type, however many cores it has.
+    #: torch's intra-op threads in every step but the evaluations. The table depends on them (a float sum is
+    #: split another way), so the demo fixes them rather than taking torch's one per core: the same seed then
+    #: gives the same table on any machine with the same CPU type, however many cores it has.
     threads: int = field(default_factory=default_threads)
+    #: The four evaluations run last, this many at a time, each in its own process with one torch thread. Greedy
+    #: decoding with the tiny model hardly gains from a second thread (41 s against 44 s per evaluation) while
+    #: two processes do twice the work, and their predictions are the same byte for byte as with two threads.
+    eval_workers: int = 2
     force: bool = False
 
     @classmethod
@@ -164,12 +172,21 @@ class Pipeline:
         return f"{m:d}m{s:02d}s"
 
     def step(self, index: int, total: int, name: str, key: list[str], run: Callable[[], None], *,
-             force: bool) -> bool:
+             force: bool, threads: int | None = None) -> bool:
         """Run one step unless it finished before with the same command line, code and thread count; returns
         whether it ran."""
+        threads = self.s.threads if threads is None else threads
+        if not self._begin(index, total, name, key, threads, force=force):
+            return False
+        t0 = time.perf_counter()
+        run()
+        self._finish(index, total, name, key, threads, time.perf_counter() - t0)
+        return True
+
+    def _begin(self, index: int, total: int, name: str, key: list[str], threads: int, *, force: bool) -> bool:
+        """Whether the step has to run; if so its marker and output are gone when this returns."""
         marker = self.markers / f"{name}.json"
-        done = {"command": key, "code": self.code, "threads": self.s.threads}
-        if not force and _read_marker(marker) == done:
+        if not force and _read_marker(marker) == {"command": key, "code": self.code, "threads": threads}:
             self.log(f"[{index}/{total}] {name}: done before, reused ({self.elapsed()})")
             return False
         marker.unlink(missing_ok=True)
@@ -177,15 +194,36 @@ class Pipeline:
         # and the evaluation would find its old predictions "finished".
         shutil.rmtree(self.output(name), ignore_errors=True)
         self.log(f"[{index}/{total}] {name} ... ({self.elapsed()})")
-        t0 = time.perf_counter()
-        run()
+        return True
+
+    def _finish(self, index: int, total: int, name: str, key: list[str], threads: int, seconds: float) -> None:
         self.markers.mkdir(parents=True, exist_ok=True)
+        marker = self.markers / f"{name}.json"
         # Written whole or not at all: a marker cut short by a kill would otherwise stop every later run.
         partial = marker.with_suffix(".partial")
-        partial.write_text(json.dumps(done))
+        partial.write_text(json.dumps({"command": key, "code": self.code, "threads": threads}))
         partial.replace(marker)
-        self.log(f"[{index}/{total}] {name}: finished in {time.perf_counter() - t0:.0f}s ({self.elapsed()})")
-        return True
+        self.log(f"[{index}/{total}] {name}: finished in {seconds:.0f}s ({self.elapsed()})")
+
+    def evaluate(self, first: int, total: int, steps: list[tuple[str, list[str]]], *, force: bool) -> None:
+        """The evaluation steps, ``eval_workers`` at a time in worker processes with one torch thread each; each
+        one's printed output is shown when it finishes."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        todo = [(i, name, key) for i, (name, key) in enumerate(steps, first)
+                if self._begin(i, total, name, key, 1, force=force)]
+        if not todo:
+            return
+        # spawn: a fork of this process would inherit torch's thread pool, which is not safe to use after a fork.
+        with ProcessPoolExecutor(min(self.s.eval_workers, len(todo)),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            running = {pool.submit(_evaluation_worker, key): (i, name, key) for i, name, key in todo}
+            for future in as_completed(running):
+                i, name, key = running[future]
+                seconds, printed = future.result()
+                print(printed, end="", flush=True)
+                self._finish(i, total, name, key, 1, seconds)
 
     def output(self, name: str) -> Path:
         """The directory a step writes, named after the step (``eval-stage2`` -> ``eval/stage2``)."""
@@ -244,15 +282,19 @@ class Pipeline:
         import torch
 
         steps = self.plan()
+        total = len(steps) + 1
+        training = [step for step in steps if not step[0].startswith("eval-")]
+        evaluations = [(name, key) for name, key, _ in steps if name.startswith("eval-")]
         ran = self.s.force
         saved = torch.get_num_threads()
         torch.set_num_threads(self.s.threads)
         try:
-            for i, (name, key, fn) in enumerate(steps, 1):
+            for i, (name, key, fn) in enumerate(training, 1):
                 # Once a step has run anew, everything after it may see different inputs: redo it too.
-                ran = self.step(i, len(steps) + 1, name, key, fn, force=ran) or ran
+                ran = self.step(i, total, name, key, fn, force=ran) or ran
         finally:
             torch.set_num_threads(saved)
+        self.evaluate(len(training) + 1, total, evaluations, force=ran)
         self.log(f"[{len(steps) + 1}/{len(steps) + 1}] report ({self.elapsed()})")
         from emocaliber.demo_report import write_demo_report
 
@@ -269,6 +311,23 @@ def _read_marker(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def _evaluation_worker(command: list[str]) -> tuple[float, str]:
+    """Run one evaluation script with one torch thread, its output kept; returns its seconds and that output."""
+    import io
+
+    import torch
+
+    torch.set_num_threads(1)
+    printed = io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        try:
+            run_script(command[0], command[1:])
+        except DemoError as e:
+            raise DemoError(f"{e}\n{printed.getvalue()[-2000:]}") from None
+    return time.perf_counter() - t0, printed.getvalue()
 
 
 def _build_base(out: Path, seed: int) -> None:
@@ -299,8 +358,10 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--eval-temperature", type=float, default=d.eval_temperature,
                    help="decoding temperature of the evaluation, 0 = greedy (default %(default)s; the paper: 0.7)")
     p.add_argument("--threads", type=whole_number(1), default=None,
-                   help="torch threads of every step; the table depends on them (default: OMP_NUM_THREADS if set, "
-                        "else 2)")
+                   help="torch threads of every step but the evaluations; the table depends on them (default: "
+                        "OMP_NUM_THREADS if set, else 2)")
+    p.add_argument("--eval-workers", type=whole_number(1), default=d.eval_workers,
+                   help="evaluations run at a time, each a process with one torch thread (default %(default)s)")
     p.add_argument("--quick", action="store_true", help="the reduced size the test suite runs (a few minutes)")
     p.add_argument("--force", action="store_true", help="redo every step even if it finished before")
     return p
@@ -313,7 +374,7 @@ def run_demo(args: argparse.Namespace, prog: str = "emocaliber demo") -> int:
         settings = DemoSettings(out=args.out, seed=args.seed, n_train=args.n_train, n_test=args.n_test,
                                 samples=args.samples, target=args.target, target_neighbours=args.target_neighbours,
                                 stage2_responses=args.stage2_responses, stage3_steps=args.stage3_steps,
-                                eval_temperature=args.eval_temperature)
+                                eval_temperature=args.eval_temperature, eval_workers=args.eval_workers)
     if args.threads is not None:
         settings.threads = args.threads
     settings.force = args.force
