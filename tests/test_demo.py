@@ -150,6 +150,17 @@ def test_an_unreadable_marker_means_not_done(tmp_path):
     assert [p.name for p in marker.parent.iterdir()] == ["synthemo.json"]
 
 
+def test_a_failing_evaluation_worker_is_a_demo_error_with_its_output(tmp_path):
+    """Evaluations run in worker processes with their output captured: a failing one must still stop the demo
+    with the script's own message, and leave no done-marker."""
+    logged: list[str] = []
+    pipeline = Pipeline(DemoSettings(out=str(tmp_path)), log=logged.append)
+    with pytest.raises(DemoError, match=r"eval/run_vecbench\.py exited with 2.*\n.*arguments are required: --model"):
+        pipeline.evaluate(8, 12, [("eval-base", ["eval/run_vecbench.py", "--no-such-flag"])], force=False)
+    assert logged == ["[8/12] eval-base ... (0m00s)"]
+    assert not (tmp_path / ".done" / "eval-base.json").exists()
+
+
 def test_a_broken_evaluation_at_report_time_is_a_demo_error(tmp_path, monkeypatch):
     """The report reads every evaluation again: one changed after it finished stops the demo with its path and
     how to redo it, through the demo's one-line error rather than a traceback."""
