@@ -7,9 +7,10 @@ the same loaded backend for one item at a time (what a naive script does) and wr
 favours the loop. Both decode with the same settings; with the random tiny model nearly every response runs to
 --max-new-tokens, so both generate about the same number of tokens.
 
-Responses run up to 160 tokens, as in `make demo` (a SynthEmo response is about 90), in batches of 128 (`make demo`
-uses 32: on its checkpoints 32 and 64 give the same greedy texts in the same time). The report (bootstrap intervals and plots) costs about a second whatever the size, so very short
-responses (--max-new-tokens 32) or few items show a smaller end-to-end ratio than the generation phase's.
+Responses run up to 160 tokens by default (`make demo` allows 128; a SynthEmo response is 74-90), in batches of 128
+(`make demo` uses 32: on its stage-2 checkpoint 32, 64 and 128 gave the same greedy texts). The report (bootstrap
+intervals and plots) costs about a second whatever the size, so very short responses (--max-new-tokens 32) or few
+items show a smaller end-to-end ratio than the generation phase's.
 
 Example: python bench/eval_bench.py --n-items 256 --batch-size 128 --max-new-tokens 160 --threads 1
 """
