@@ -172,15 +172,14 @@ class Pipeline:
         return f"{m:d}m{s:02d}s"
 
     def step(self, index: int, total: int, name: str, key: list[str], run: Callable[[], None], *,
-             force: bool, threads: int | None = None) -> bool:
+             force: bool) -> bool:
         """Run one step unless it finished before with the same command line, code and thread count; returns
         whether it ran."""
-        threads = self.s.threads if threads is None else threads
-        if not self._begin(index, total, name, key, threads, force=force):
+        if not self._begin(index, total, name, key, self.s.threads, force=force):
             return False
         t0 = time.perf_counter()
         run()
-        self._finish(index, total, name, key, threads, time.perf_counter() - t0)
+        self._finish(index, total, name, key, self.s.threads, time.perf_counter() - t0)
         return True
 
     def _begin(self, index: int, total: int, name: str, key: list[str], threads: int, *, force: bool) -> bool:
@@ -207,7 +206,8 @@ class Pipeline:
 
     def evaluate(self, first: int, total: int, steps: list[tuple[str, list[str]]], *, force: bool) -> None:
         """The evaluation steps, ``eval_workers`` at a time in worker processes with one torch thread each; each
-        one's printed output is shown when it finishes."""
+        one's printed output is shown when it finishes. One that fails does not lose the others: they finish and
+        are marked done before its error is raised."""
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -219,11 +219,18 @@ class Pipeline:
         with ProcessPoolExecutor(min(self.s.eval_workers, len(todo)),
                                  mp_context=multiprocessing.get_context("spawn")) as pool:
             running = {pool.submit(_evaluation_worker, key): (i, name, key) for i, name, key in todo}
+            failed: list[DemoError] = []
             for future in as_completed(running):
                 i, name, key = running[future]
-                seconds, printed = future.result()
+                try:
+                    seconds, printed = future.result()
+                except DemoError as e:
+                    failed.append(e)
+                    continue
                 print(printed, end="", flush=True)
                 self._finish(i, total, name, key, 1, seconds)
+        if failed:
+            raise failed[0]
 
     def output(self, name: str) -> Path:
         """The directory a step writes, named after the step (``eval-stage2`` -> ``eval/stage2``)."""
@@ -374,9 +381,10 @@ def run_demo(args: argparse.Namespace, prog: str = "emocaliber demo") -> int:
         settings = DemoSettings(out=args.out, seed=args.seed, n_train=args.n_train, n_test=args.n_test,
                                 samples=args.samples, target=args.target, target_neighbours=args.target_neighbours,
                                 stage2_responses=args.stage2_responses, stage3_steps=args.stage3_steps,
-                                eval_temperature=args.eval_temperature, eval_workers=args.eval_workers)
+                                eval_temperature=args.eval_temperature)
     if args.threads is not None:
         settings.threads = args.threads
+    settings.eval_workers = args.eval_workers
     settings.force = args.force
     try:
         Pipeline(settings).run()

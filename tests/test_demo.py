@@ -152,13 +152,17 @@ def test_an_unreadable_marker_means_not_done(tmp_path):
 
 def test_a_failing_evaluation_worker_is_a_demo_error_with_its_output(tmp_path):
     """Evaluations run in worker processes with their output captured: a failing one must still stop the demo
-    with the script's own message, and leave no done-marker."""
+    with the script's own message and leave no done-marker, and the one beside it must finish and be kept."""
     logged: list[str] = []
     pipeline = Pipeline(DemoSettings(out=str(tmp_path)), log=logged.append)
+    steps = [("eval-base", ["eval/run_vecbench.py", "--no-such-flag"]),
+             ("eval-stage1", ["eval/run_vecbench.py", "--help"])]  # --help exits 0: a finished step
     with pytest.raises(DemoError, match=r"eval/run_vecbench\.py exited with 2.*\n.*arguments are required: --model"):
-        pipeline.evaluate(8, 12, [("eval-base", ["eval/run_vecbench.py", "--no-such-flag"])], force=False)
-    assert logged == ["[8/12] eval-base ... (0m00s)"]
+        pipeline.evaluate(8, 12, steps, force=False)
+    assert logged[:2] == ["[8/12] eval-base ... (0m00s)", "[9/12] eval-stage1 ... (0m00s)"]
+    assert logged[2].startswith("[9/12] eval-stage1: finished in ") and len(logged) == 3
     assert not (tmp_path / ".done" / "eval-base.json").exists()
+    assert json.loads((tmp_path / ".done" / "eval-stage1.json").read_text())["threads"] == 1
 
 
 def test_a_broken_evaluation_at_report_time_is_a_demo_error(tmp_path, monkeypatch):
