@@ -83,9 +83,9 @@ class DemoSettings:
     #: still go unnamed (docs/demo.md, "Session 18").
     stage1_epochs: float = 3.0
     stage2_epochs: float = 6.0
-    #: GRPO steps. 300 until session 19: evaluated at their step-200 checkpoint, the same runs (ten seeds with one
-    #: thread, and make demo's seed 0) missed 34 stage-3 checks instead of 39 with a mean in-distribution ECE of
-    #: 3.5 instead of 3.9; the last 100 steps move the greedy confidence back and forth (docs/demo.md).
+    #: GRPO steps. 300 until session 19: evaluated at their step-200 checkpoint, the same runs (ten one-thread runs
+    #: of six seeds, and make demo's seed 0) missed 34 stage-3 checks instead of 39, with a mean in-distribution
+    #: ECE of 3.5 instead of 3.9; the last 100 steps move the greedy confidence back and forth (docs/demo.md).
     stage3_steps: int = 200
     #: GRPO (docs/demo.md): a third of recipes/tiny/stage3.yaml's rate (3e-4 broke the format and cost 8 points
     #: of accuracy); one prompt with 16 completions per step instead of 2 x 8, and a KL weight of 0.1: with
