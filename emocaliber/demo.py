@@ -188,7 +188,7 @@ class Pipeline:
     def _begin(self, index: int, total: int, name: str, key: list[str], threads: int, *, force: bool) -> bool:
         """Whether the step has to run; if so its marker and output are gone when this returns."""
         marker = self.markers / f"{name}.json"
-        if not force and _read_marker(marker) == {"command": key, "code": self.code, "threads": threads}:
+        if not force and _read_marker(marker) == self._done(key, threads):
             self.log(f"[{index}/{total}] {name}: done before, reused ({self.elapsed()})")
             return False
         marker.unlink(missing_ok=True)
@@ -198,12 +198,16 @@ class Pipeline:
         self.log(f"[{index}/{total}] {name} ... ({self.elapsed()})")
         return True
 
+    def _done(self, key: list[str], threads: int) -> dict[str, Any]:
+        """A done-marker's content: what decides a step's output besides its inputs' files."""
+        return {"command": key, "code": self.code, "threads": threads}
+
     def _finish(self, index: int, total: int, name: str, key: list[str], threads: int, seconds: float) -> None:
         self.markers.mkdir(parents=True, exist_ok=True)
         marker = self.markers / f"{name}.json"
         # Written whole or not at all: a marker cut short by a kill would otherwise stop every later run.
         partial = marker.with_suffix(".partial")
-        partial.write_text(json.dumps({"command": key, "code": self.code, "threads": threads}))
+        partial.write_text(json.dumps(self._done(key, threads)))
         partial.replace(marker)
         self.log(f"[{index}/{total}] {name}: finished in {seconds:.0f}s ({self.elapsed()})")
 
@@ -305,7 +309,7 @@ class Pipeline:
         finally:
             torch.set_num_threads(saved)
         self.evaluate(len(training) + 1, total, evaluations, force=ran)
-        self.log(f"[{len(steps) + 1}/{len(steps) + 1}] report ({self.elapsed()})")
+        self.log(f"[{total}/{total}] report ({self.elapsed()})")
         from emocaliber.demo_report import write_demo_report
 
         try:

@@ -154,7 +154,8 @@ def test_a_failing_evaluation_worker_is_a_demo_error_with_its_output(tmp_path):
     """Evaluations run in worker processes with their output captured: a failing one must still stop the demo
     with the script's own message and leave no done-marker, and the one beside it must finish and be kept."""
     logged: list[str] = []
-    pipeline = Pipeline(DemoSettings(out=str(tmp_path)), log=logged.append)
+    # One worker runs them in order, so the failure comes first and the step after it must still be kept.
+    pipeline = Pipeline(DemoSettings(out=str(tmp_path), eval_workers=1), log=logged.append)
     steps = [("eval-base", ["eval/run_vecbench.py", "--no-such-flag"]),
              ("eval-stage1", ["eval/run_vecbench.py", "--help"])]  # --help exits 0: a finished step
     with pytest.raises(DemoError, match=r"eval/run_vecbench\.py exited with 2.*\n.*arguments are required: --model"):
