@@ -330,6 +330,7 @@ def _read_marker(path: Path) -> Any:
 def _evaluation_worker(command: list[str]) -> tuple[float, str]:
     """Run one evaluation script with one torch thread, its output kept; returns its seconds and that output."""
     import io
+    import traceback
 
     import torch
 
@@ -341,6 +342,9 @@ def _evaluation_worker(command: list[str]) -> tuple[float, str]:
             run_script(command[0], command[1:])
         except DemoError as e:
             raise DemoError(f"{e}\n{printed.getvalue()[-2000:]}") from None
+        except Exception:  # noqa: BLE001 - a crash: its traceback as text, so the pool finishes the others
+            raise DemoError(f"{command[0]} crashed; rerun it alone with: python {' '.join(command)}\n"
+                            f"{printed.getvalue()[-2000:]}{traceback.format_exc()[-3000:]}") from None
     return time.perf_counter() - t0, printed.getvalue()
 
 

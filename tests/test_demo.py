@@ -166,6 +166,19 @@ def test_a_failing_evaluation_worker_is_a_demo_error_with_its_output(tmp_path):
     assert json.loads((tmp_path / ".done" / "eval-stage1.json").read_text())["threads"] == 1
 
 
+def test_an_evaluation_that_crashes_is_a_demo_error_with_its_traceback(tmp_path):
+    """A crash (an exception, not an exit code) in a worker must reach the user as the demo's error with the
+    traceback, after the evaluation beside it finished and was kept, not as a bare traceback from the pool."""
+    crash = tmp_path / "crash.py"
+    crash.write_text("print('loading')\nraise RuntimeError('boom in the evaluation')\n")
+    pipeline = Pipeline(DemoSettings(out=str(tmp_path), eval_workers=1), log=lambda _: None)
+    steps = [("eval-base", [str(crash)]), ("eval-stage1", ["eval/run_vecbench.py", "--help"])]
+    with pytest.raises(DemoError, match=r"(?s)crash\.py crashed; rerun it alone.*loading.*RuntimeError: boom"):
+        pipeline.evaluate(8, 12, steps, force=False)
+    assert not (tmp_path / ".done" / "eval-base.json").exists()
+    assert (tmp_path / ".done" / "eval-stage1.json").exists()
+
+
 def test_a_broken_evaluation_at_report_time_is_a_demo_error(tmp_path, monkeypatch):
     """The report reads every evaluation again: one changed after it finished stops the demo with its path and
     how to redo it, through the demo's one-line error rather than a traceback."""
