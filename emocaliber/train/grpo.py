@@ -394,11 +394,16 @@ def run_grpo(
     training_args: GRPOConfig,
     *,
     callbacks: list | None = None,
-) -> Path:
-    """Train stage 3 and save a self-contained checkpoint in ``output_dir``; return that directory."""
+) -> Path | None:
+    """Train stage 3 and save a self-contained checkpoint in ``output_dir``; return that directory (``None`` when
+    ``print_examples`` only prints the prompts)."""
     from transformers import set_seed
 
     setup_logging(training_args)
+    if data_args.print_examples:
+        from emocaliber.train.preview import preview_grpo
+
+        return preview_grpo(model_args, data_args, script_args, training_args)
     set_seed(training_args.seed)
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
     trainer = build_trainer(model_args, data_args, script_args, training_args, callbacks=callbacks)
