@@ -19,7 +19,7 @@ import pytest
 from _sft_utils import build_sft_world, run_recipe_main, run_script, tiny_recipe_config, write_yaml
 from fixtures_raw import write_image
 
-from emocaliber.formats import from_vec_cot, released_target, to_vec_cot, training_messages
+from emocaliber.formats import from_vec_cot, to_vec_cot
 from emocaliber.prompts import record_target
 from emocaliber.records import read_records, write_jsonl
 from emocaliber.train.configs import ConfigError, DataArgs
@@ -69,20 +69,21 @@ def test_imported_vec_cot_trains_on_the_released_question_and_answer_verbatim(tm
     import_released_files(tmp_path / "records", cot=[cot])
     (record,) = read_records(tmp_path / "records" / cot.name)
     assert (record.task, record.ground_truth, record.confidence) == ("EmoSet-8", "contentment", 0.875)
-    assert record.meta["prompt"] == QUESTION and record.meta["target"] == ANSWER
-    # The project's rendering differs from the release's text: that is what must not be trained on.
-    assert record_target(record, with_confidence=True) != ANSWER
-
     split = load_split(tmp_path / "records" / cot.name, image_root=images, need_confidence=True)
     (row,) = records_to_dataset(split, with_confidence=True, system_prompt="You are a helpful assistant.")
     assert row["prompt"][-1]["content"][1]["text"] == QUESTION
     assert row["completion"][0]["content"][0]["text"] == ANSWER
+    # The project's rendering differs from the release's text: that is what must not be trained on.
+    assert record_target(record, with_confidence=True) != ANSWER
+    assert record.meta["prompt"] == QUESTION and record.meta["target"] == ANSWER
     # An export writes the release's text back: the round trip is exact.
     exported = to_vec_cot(record, style="messages", with_confidence=True, image_prefix="images/")
     assert exported["messages"][0]["content"] == "<image>" + QUESTION and exported["messages"][1]["content"] == ANSWER
 
 
 def test_released_text_is_used_only_while_it_describes_the_record(tmp_path):
+    from emocaliber.formats import released_target, training_messages
+
     record = from_vec_cot(_row("messages"))
     assert released_target(record, with_confidence=True) == ANSWER
     # A new confidence target (build_confidence_targets keeps meta) makes the released answer stale.
