@@ -195,7 +195,7 @@ class EmoCaliber:
 
         ``backend="transformers"`` runs anywhere (``device`` None = the first GPU if any, else CPU);
         ``"vllm"`` needs a GPU and the ``vllm`` extra; ``"auto"`` picks vLLM when both are there. Pixel bounds
-        default to the checkpoint's processor (the release evaluated with 200704-451584). A missing model
+        default to the checkpoint's processor (so did the release's evaluation). A missing model
         raises :class:`emocaliber.modeling.ModelNotFoundError` saying what was looked for.
         """
         from emocaliber.generation import TransformersBackend, get_backend, resolve_backend, vllm_available
