@@ -186,7 +186,8 @@ def _text_of(content: Any) -> str:
 def to_trl_prompt_completion(record: Record, *, with_confidence: bool, image_root: str | os.PathLike,
                              system_prompt: str | None = SYSTEM_PROMPT, completion: bool = True) -> dict[str, Any]:
     """A TRL conversational prompt-completion row: ``prompt`` (system + user with ``{"type": "image"}`` and the
-    question), ``completion`` (the assistant target; omit with ``completion=False`` for GRPO), ``images``."""
+    question), ``completion`` (the assistant target; omit with ``completion=False`` for GRPO), ``images``. An
+    imported record's own question and assistant text are used verbatim (:func:`training_messages`)."""
     messages = training_messages(record, with_confidence=with_confidence, system_prompt=system_prompt,
                                  target=completion)
     row: dict[str, Any] = {"prompt": messages[:-1] if completion else messages}
@@ -326,7 +327,8 @@ def to_released_test(record: Record, *, with_confidence: bool = True, image_pref
 def to_vec_cot(record: Record, *, style: str = "messages", with_confidence: bool, image_prefix: str = IMAGE_PREFIX,
                keep_prompt: bool = True) -> dict[str, Any]:
     """A VEC-CoT-style SFT row for ms-swift: ``style="messages"`` (``messages`` + ``images``, ``<image>`` in the
-    user text) or ``"conversations"`` (Qwen content lists). The record's fields ride along for traceability."""
+    user text) or ``"conversations"`` (Qwen content lists). The record's fields ride along for traceability.
+    With ``keep_prompt`` an imported record's own question and assistant text are written back as they were."""
     text = _prompt_text(record, with_confidence, keep_prompt)
     target = (keep_prompt and released_target(record, with_confidence=with_confidence)
               or record_target(record, with_confidence=with_confidence))
