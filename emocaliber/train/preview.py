@@ -12,6 +12,7 @@ Only the processor is loaded (no weights), nothing is trained and ``output_dir``
 
 from __future__ import annotations
 
+import os
 import sys
 from itertools import groupby
 from typing import Any, TextIO
@@ -98,7 +99,10 @@ def grpo_examples(dataset: Any, processor: Any, training_args: Any, n: int, rewa
 
 
 def print_examples(examples: list[str], total: int, stream: TextIO | None = None) -> None:
-    """Write the rendered examples and a closing line saying nothing was trained."""
+    """Write the rendered examples and a closing line saying nothing was trained (on the first process only, when
+    started with ``accelerate launch``)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     stream = stream or sys.stdout
     for text in examples:
         print(text, file=stream)
