@@ -163,9 +163,11 @@ def report_markdown(metrics: dict[str, Any]) -> str:
             ("blend Brier against soft targets", "blend_brier"),
             ("blend answer names a source", "blend_names_a_source")]
     lines = ["# Blend-rank evaluation", "",
-             (f"{metrics['n_triplets']} triplets, {metrics['n_incomplete']} left out for a missing confidence; "
-             f"delta {metrics['delta']}; 95% percentile bootstrap intervals over triplets "
-             f"({metrics['n_bootstrap']} resamples, seed {metrics['seed']})."), "",
+             (f"{metrics['n_triplets']} triplets (of {metrics.get('n_requested', metrics['n_triplets'])} asked "
+              "for; fewer when the file has too few pairs with different labels); "
+              f"{metrics['n_incomplete']} left out for a missing confidence; delta {metrics['delta']}; 95% "
+              f"percentile bootstrap intervals over triplets ({metrics['n_bootstrap']} resamples, "
+              f"seed {metrics['seed']})."), "",
              "| metric | value [95% CI] |", "|---|---|"]
     lines += [f"| {label} | {fmt(name)} |" for label, name in rows]
     return "\n".join(lines) + "\n"
@@ -211,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(1, f"error: {e}\n")
     metrics = triplet_metrics(collect_triplets(Path(config.out) / "predictions.jsonl"), args.delta,
                               args.n_bootstrap, args.seed)
+    metrics["n_requested"] = args.n_triplets
     metrics["skipped_inputs"] = problems
     metrics["clean_metrics"] = str(result.out_dir / "metrics.json")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -405,6 +405,10 @@ class BlendRankReward:
                 self.missing_sources += 1
                 continue
             out[k] = -self.weight * sum(max(0.0, conf[k] - c + self.delta) for c in sources)
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric):
+            log_metric("blend_rank/missing_sources", float(self.missing_sources))
+            log_metric("blend_rank/table_size", float(len(self.table)))
         return _finite(out, self.failure_score)
 
 

@@ -235,3 +235,21 @@ def test_collect_triplets_reads_sources_and_blends_from_predictions(tmp_path):
     (t,) = collect_triplets(path)
     assert (t["c_blend"], t["c_a"], t["c_b"], t["target"], t["named_source"]) == (0.65, 0.9, 0.7, 0.5, True)
     assert violation_rate([t["c_blend"]], [t["c_a"]], [t["c_b"]]) == 1.0  # 0.65 >= 0.7 - 0.1
+
+
+def test_eval_blends_runs_end_to_end_and_resumes(tiny_model_dir, tmp_path):
+    from emocaliber.blend_rank import main as eval_blends
+
+    root = tmp_path / "world"
+    synthemo.build_world(root, synthemo.WorldConfig(n_train=0, n_test=8, n_ood=0, tasks=(synthemo.TASK_8,), seed=3))
+    test_file = next(root.glob("test*.jsonl"))
+    argv = ["--model", str(tiny_model_dir), "--data", str(test_file), "--image-root", str(root), "--out",
+            str(tmp_path / "run"), "--n-triplets", "3", "--max-new-tokens", "24", "--backend", "transformers",
+            "--n-bootstrap", "20"]
+    assert eval_blends(argv) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["n_triplets"] == metrics["n_requested"] == 3
+    assert "violation rate" in (tmp_path / "run" / "report.md").read_text()
+    predictions = (tmp_path / "run" / "eval" / "predictions.jsonl").read_bytes()
+    assert eval_blends(argv) == 0  # a rerun reuses the finished predictions
+    assert (tmp_path / "run" / "eval" / "predictions.jsonl").read_bytes() == predictions
