@@ -104,6 +104,33 @@ def triplet_metrics(triplets: Sequence[dict[str, Any]], delta: float = DELTA, n_
     return out
 
 
+def paired_differences(triplets: Sequence[dict[str, Any]], baseline: Sequence[dict[str, Any]],
+                       delta: float = DELTA, n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """This model minus a baseline on the same triplets (matched by blend id, complete in both): violation rate
+    and mean gap, with a paired percentile bootstrap over triplets (an interval wholly below 0 for the violation
+    rate means this model orders blends below their sources significantly more often)."""
+    base = {t["id"]: t for t in baseline}
+    pairs = [(t, base[t["id"]]) for t in triplets if t["id"] in base
+             and None not in (t["c_blend"], t["c_a"], t["c_b"])
+             and None not in (base[t["id"]]["c_blend"], base[t["id"]]["c_a"], base[t["id"]]["c_b"])]
+
+    def arrays(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return tuple(np.array([p[k][key] for p in pairs], float) for key in ("c_blend", "c_a", "c_b"))
+
+    (b1, a1, s1), (b0, a0, s0) = arrays(0), arrays(1)
+    stats: dict[str, Callable[[np.ndarray], float]] = {
+        "violation_rate": lambda i: violation_rate(b1[i], a1[i], s1[i], delta) - violation_rate(b0[i], a0[i], s0[i],
+                                                                                                  delta),
+        "mean_gap": lambda i: mean_gap(b1[i], a1[i], s1[i]) - mean_gap(b0[i], a0[i], s0[i]),
+    }
+    out: dict[str, Any] = {"n_paired": len(pairs)}
+    for name, fn in stats.items():
+        value = fn(np.arange(len(pairs))) if pairs else math.nan
+        out[f"{name}_diff"] = None if not math.isfinite(value) else value
+        out[f"{name}_diff_ci"] = bootstrap_interval(fn, len(pairs), n_bootstrap, seed)
+    return out
+
+
 def collect_triplets(predictions: str | Path) -> list[dict[str, Any]]:
     """Triplets from an evaluation's ``predictions.jsonl`` of clean sources and their blends (first sample)."""
     stated: dict[str, tuple[str | None, float | None]] = {}
@@ -170,6 +197,21 @@ def report_markdown(metrics: dict[str, Any]) -> str:
               f"seed {metrics['seed']})."), "",
              "| metric | value [95% CI] |", "|---|---|"]
     lines += [f"| {label} | {fmt(name)} |" for label, name in rows]
+    paired = metrics.get("paired_vs_baseline")
+    if paired:
+        lines += ["", (f"Against `{paired['baseline']}` on the same {paired['n_paired']} triplets (this model minus "
+                  "the baseline, paired bootstrap):"), "", "| difference | value [95% CI] | reading |", "|---|---|---|"]
+        for label, name, better in (("violation rate", "violation_rate", -1), ("mean gap", "mean_gap", 1)):
+            value, (lo, hi) = paired[f"{name}_diff"], paired[f"{name}_diff_ci"]
+            if value is None or lo is None:
+                lines.append(f"| {label} | n/a | too few paired triplets |")
+                continue
+            if lo > 0 or hi < 0:
+                reading = "better" if (lo > 0) == (better > 0) else "worse"
+                reading = f"significantly {reading}"
+            else:
+                reading = "no significant change"
+            lines.append(f"| {label} | {value:+.3f} [{lo:+.3f}, {hi:+.3f}] | {reading} |")
     return "\n".join(lines) + "\n"
 
 
@@ -195,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--backend", default="auto", choices=("auto", "transformers", "vllm"))
     parser.add_argument("--n-bootstrap", type=int, default=1000)
+    parser.add_argument("--baseline", default=None,
+                        help="another eval-blends --out directory built with the same data, --seed and blend "
+                             "settings: report this model minus that one, paired over the same triplets")
     args = parser.parse_args(argv)
 
     from emocaliber.evaluation import EvalConfig, EvalError, run_evaluation
@@ -211,8 +256,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_evaluation(config)
     except (ValueError, OSError, EvalError) as e:
         parser.exit(1, f"error: {e}\n")
-    metrics = triplet_metrics(collect_triplets(Path(config.out) / "predictions.jsonl"), args.delta,
-                              args.n_bootstrap, args.seed)
+    triplets = collect_triplets(Path(config.out) / "predictions.jsonl")
+    metrics = triplet_metrics(triplets, args.delta, args.n_bootstrap, args.seed)
+    if args.baseline:
+        baseline = Path(args.baseline) / "eval" / "predictions.jsonl"
+        if not baseline.is_file():
+            parser.exit(1, f"error: --baseline {args.baseline}: no eval/predictions.jsonl there (run eval-blends "
+                           "into it first)\n")
+        metrics["paired_vs_baseline"] = {"baseline": str(args.baseline), **paired_differences(
+            triplets, collect_triplets(baseline), args.delta, args.n_bootstrap, args.seed)}
     metrics["n_requested"] = args.n_triplets
     metrics["skipped_inputs"] = problems
     metrics["clean_metrics"] = str(result.out_dir / "metrics.json")

@@ -14,7 +14,15 @@ import pytest
 from PIL import Image
 
 from emocaliber import synthemo
-from emocaliber.blend_rank import collect_triplets, mean_gap, soft_ece, triplet_metrics, violation_rate
+from emocaliber.blend_rank import (
+    collect_triplets,
+    mean_gap,
+    paired_differences,
+    report_markdown,
+    soft_ece,
+    triplet_metrics,
+    violation_rate,
+)
 from emocaliber.blends import BlendSettings, blend_target, cutmix, make_blend, pair_records
 from emocaliber.blends import main as blends_main
 from emocaliber.pseudo_labels import flexmatch_thresholds, select_pseudo_labels
@@ -253,3 +261,21 @@ def test_eval_blends_runs_end_to_end_and_resumes(tiny_model_dir, tmp_path):
     predictions = (tmp_path / "run" / "eval" / "predictions.jsonl").read_bytes()
     assert eval_blends(argv) == 0  # a rerun reuses the finished predictions
     assert (tmp_path / "run" / "eval" / "predictions.jsonl").read_bytes() == predictions
+
+
+def test_paired_differences_against_a_baseline():
+    rng = np.random.default_rng(1)
+    base, better, soft = [], [], {"target": 0.5, "named_source": True}
+    for k in range(200):
+        ca, cb = rng.uniform(0.6, 0.9, 2)
+        base.append({"id": f"b{k}", "c_blend": max(ca, cb), "c_a": ca, "c_b": cb, **soft})  # a violation
+        better.append({"id": f"b{k}", "c_blend": min(ca, cb) - 0.2, "c_a": ca, "c_b": cb, **soft})  # none
+    better.append({"id": "only-here", "c_blend": 0.1, "c_a": 0.9, "c_b": 0.9, **soft})
+    d = paired_differences(better, base, n_bootstrap=100)
+    assert d["n_paired"] == 200 and d["violation_rate_diff"] == -1.0 and d["violation_rate_diff_ci"][1] < 0
+    metrics = {**triplet_metrics(better[:200], n_bootstrap=10), "paired_vs_baseline": {"baseline": "b", **d}}
+    assert "significantly better" in report_markdown(metrics)
+    same = paired_differences(base, base, n_bootstrap=50)
+    assert same["violation_rate_diff"] == 0.0
+    assert "no significant change" in report_markdown({**triplet_metrics(base, n_bootstrap=10),
+                                                       "paired_vs_baseline": {"baseline": "b", **same}})
