@@ -114,8 +114,9 @@ def test_import_examples_import_every_file_the_7b_configs_read():
     wanted = {Path(yaml.safe_load((QWEN / f"{stage}.yaml").read_text())["train_file"]).name
               for stage in ("stage1", "stage2", "stage3")}
     assert wanted == {"stage1_86k.jsonl", "stage2_43k_w_conf.jsonl", "stage3_14k.jsonl"}
-    examples = [(name, cmd) for name, cmd in _all_commands() if "import_released.py import" in cmd]
-    assert {name for name, _ in examples} >= {"docs/training.md", "data_prep/import_released.py"}
+    examples = [(name, cmd) for name, cmd in _all_commands()
+                if "import_released.py import" in cmd or "prepare released import" in cmd]
+    assert {name for name, _ in examples} >= {"docs/training.md", "data_prep/import_released.py", "README.md"}
     for name, cmd in examples:
         tokens = shlex.split(cmd)
         imported = {Path(tokens[i + 1]).name for i, t in enumerate(tokens) if t == "--cot"}

@@ -40,6 +40,7 @@ from emocaliber.metrics import ece
 from emocaliber.modeling import check_model_source, load_model_and_processor, lora_config
 from emocaliber.parsing import parse_response
 from emocaliber.rewards import DEFAULT_REWARD, REWARDS, WeightedReward, completion_text
+from emocaliber.train.blend_mix import mix_blends, rank_reward
 from emocaliber.train.checkpoint import (
     ModelCardMixin,
     ResumeMixin,
@@ -90,6 +91,19 @@ class GRPOScriptArgs:
                                         "sandbagging; a proper score's optimum does not depend on its scale, so it "
                                         "only sets how fast the confidence moves."})
 
+    blend_file: str | None = field(
+        default=None, metadata={"help": "Blend records (emocaliber prepare blends; images next to the file) mixed "
+                                        "into the training prompts: naming either source is correct and the "
+                                        "calibration target is the named source's share (docs/rewards.md)."})
+    blend_share: float = field(default=0.25, metadata={"help": "Share of the prompts that are blends."})
+    blend_rank_weight: float = field(
+        default=0.0, metadata={"help": "Weight of Rank-O-ToM's ranking reward (0 = off; needs blend_file): a "
+                                       "blend must state at least blend_rank_delta less than each source."})
+    blend_rank_delta: float = field(default=0.1, metadata={"help": "Ranking margin, in probability units."})
+    blend_rank_table: str | None = field(
+        default=None, metadata={"help": "predictions.jsonl of the starting checkpoint on the clean images (emocaliber "
+                                        "eval): the sources' confidences until the policy rolls them out itself."})
+
     def __post_init__(self) -> None:
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [n.strip() for n in self.reward_funcs.split(",") if n.strip()]
@@ -99,6 +113,10 @@ class GRPOScriptArgs:
                               f"{', '.join(REWARDS)}")
         if self.rollout_window < 1 or self.rollout_ece_bins < 1:
             raise ConfigError("rollout_window and rollout_ece_bins must be >= 1")
+        if not 0 <= self.blend_share < 1 or self.blend_rank_weight < 0 or not 0 <= self.blend_rank_delta < 1:
+            raise ConfigError("need 0 <= blend_share < 1, blend_rank_weight >= 0 and 0 <= blend_rank_delta < 1")
+        if self.blend_rank_weight > 0 and not self.blend_file:
+            raise ConfigError("blend_rank_weight > 0 needs blend_file (emocaliber prepare blends)")
         if self.confidence_credit not in CREDITS:
             raise ConfigError(f"confidence_credit must be one of {', '.join(CREDITS)}, got {self.confidence_credit!r}")
         if self.confidence_credit_weight is not None and (
@@ -345,8 +363,15 @@ def build_trainer(
     train_ds, eval_ds = build_datasets(data_args, completion=False)
     if eval_ds is None and training_args.eval_strategy != "no":
         raise ConfigError(f"eval_strategy={training_args.eval_strategy!r} needs eval_file")
+    if script_args.blend_file:
+        train_ds = mix_blends(train_ds, script_args.blend_file, script_args.blend_share, seed=training_args.seed,
+                              with_confidence=data_args.with_confidence, system_prompt=data_args.system_prompt,
+                              skip_bad=data_args.skip_bad_records)
     funcs, weights = reward_wiring(script_args.reward_funcs, training_args.reward_weights,
                                    split_components=script_args.split_reward_components)
+    if script_args.blend_rank_weight > 0:
+        funcs.append(rank_reward(1.0, script_args.blend_rank_delta, script_args.blend_rank_table))
+        weights.append(script_args.blend_rank_weight)
     training_args.reward_weights = weights
     if script_args.confidence_credit != "sequence":
         if not any(f.__name__.startswith("calibration_reward") for f in funcs):
