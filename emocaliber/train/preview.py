@@ -140,7 +140,15 @@ def preview_grpo(model_args: Any, data_args: Any, script_args: Any, training_arg
     funcs, weights = reward_wiring(script_args.reward_funcs, training_args.reward_weights,
                                    split_components=script_args.split_reward_components)
     names = [f"{w:g} x {f.__name__}" for f, w in zip(funcs, weights, strict=True)]
+    if script_args.blend_rank_weight > 0:
+        names.append(f"{script_args.blend_rank_weight:g} x blend ranking")
     processor = _processor(model_args, training_args)
     train_ds, _ = build_datasets(data_args, completion=False)
+    if script_args.blend_file:  # as build_trainer: blends follow the clean prompts
+        from emocaliber.train.blend_mix import mix_blends
+
+        train_ds = mix_blends(train_ds, script_args.blend_file, script_args.blend_share, seed=training_args.seed,
+                              with_confidence=data_args.with_confidence, system_prompt=data_args.system_prompt,
+                              skip_bad=data_args.skip_bad_records)
     print_examples(grpo_examples(train_ds, processor, training_args, data_args.print_examples, names),
                    len(train_ds), stream)
