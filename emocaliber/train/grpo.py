@@ -49,8 +49,14 @@ from emocaliber.train.checkpoint import (
     training_info,
 )
 from emocaliber.train.configs import ConfigError, DataArgs, ModelArgs
-from emocaliber.train.data import build_datasets
+from emocaliber.train.data import build_datasets, default_image_root
 from emocaliber.train.sft import freeze_vision, resolve_resume, setup_logging
+from emocaliber.train.validation import (
+    ValidationArgs,
+    attach_validation,
+    install_selected,
+    prepare_validation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +70,9 @@ CREDITS = ("sequence", "calibration", "confidence_only")
 
 
 @dataclass
-class GRPOScriptArgs:
-    """Stage-3 settings that are not TRL's: which rewards, and how the rollouts are monitored."""
+class GRPOScriptArgs(ValidationArgs):
+    """Stage-3 settings that are not TRL's: which rewards, how the rollouts are monitored, and the validation that
+    selects the checkpoint (``emocaliber.train.validation``)."""
 
     reward_funcs: list[str] = field(
         default_factory=lambda: [DEFAULT_REWARD],
@@ -91,6 +98,7 @@ class GRPOScriptArgs:
                                         "only sets how fast the confidence moves."})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [n.strip() for n in self.reward_funcs.split(",") if n.strip()]
         unknown = [n for n in self.reward_funcs if n not in REWARDS]
@@ -345,6 +353,7 @@ def build_trainer(
     train_ds, eval_ds = build_datasets(data_args, completion=False)
     if eval_ds is None and training_args.eval_strategy != "no":
         raise ConfigError(f"eval_strategy={training_args.eval_strategy!r} needs eval_file")
+    val_records = prepare_validation(script_args, model_args, data_args, training_args, train_ds)
     funcs, weights = reward_wiring(script_args.reward_funcs, training_args.reward_weights,
                                    split_components=script_args.split_reward_components)
     training_args.reward_weights = weights
@@ -383,6 +392,7 @@ def build_trainer(
         rollout_window=script_args.rollout_window, rollout_ece_bins=script_args.rollout_ece_bins,
         confidence_credit=script_args.confidence_credit, confidence_credit_weight=script_args.confidence_credit_weight)
     info["distributed"] = distributed_info(trainer.accelerator)  # the callback holds the same dict
+    attach_validation(trainer, val_records, default_image_root(data_args), script_args)
     trainer.emocaliber_info = info
     return trainer
 
@@ -412,6 +422,8 @@ def run_grpo(
     out = Path(training_args.output_dir)
     trainer.save_model(str(out))  # on every rank: ZeRO-3 gathers the shards
     if trainer.accelerator.is_main_process:
+        if selection := install_selected(trainer, out, model_args.model_name_or_path):
+            trainer.emocaliber_info["selection"] = selection  # the weights in ``out`` are the selected step's
         finalize_checkpoint(out, info=trainer.emocaliber_info, processor=trainer.processing_class)
     trainer.accelerator.wait_for_everyone()
     logger.info("model saved to %s", out)
