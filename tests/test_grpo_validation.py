@@ -119,7 +119,7 @@ def test_selection_markdown_names_the_step_and_every_candidate():
     record = select_checkpoint(table, "brier").to_dict() | {"val_file": "val.jsonl", "n_val": 64}
     lines = selection_markdown(record)
     assert "**Selected: step 0.**" in lines[2] and "`val.jsonl` (64 prompts, greedy)" in lines[2]
-    rows = [line for line in lines if line.startswith("| 0 ") or line.startswith("| 10 ")]
+    rows = [line for line in lines if line.startswith(("| 0 ", "| 10 "))]
     assert "**selected**" in rows[0] and "vsa: accuracy 0.7000" in rows[1]
 
 
@@ -190,20 +190,21 @@ def overconfidence_reward(completions, **kwargs) -> list[float]:
 
 
 def _start_model(tiny_model_dir: Path, world: dict[str, Path], out: Path) -> Path:
-    """A stage-2-like start: SFT on a short fixed reasoning, the first candidate as answer, and a confidence of
+    """A stage-2-like start: SFT on a short fixed reasoning (distinct words: the 2-layer model loses its place in
+    five equal ones), the first candidate as answer, and a confidence of
     0.30 for three records in four and 0.99 for the fourth, so greedy answers state 0.30 and sampling sometimes
     states 0.99 (something for the harmful reward to reinforce)."""
     from trl import SFTConfig
 
     from emocaliber.train.sft import run_sft
 
-    reasoning = {p: "x" for p in REASONING_PARTS}
+    reasoning = dict(zip(REASONING_PARTS, ("red", "none", "room", "calm", "mood"), strict=True))
     records = [Record.from_dict({**r.to_dict(), "ground_truth": r.candidates[0], "reasoning": reasoning,
                                  "confidence": 0.99 if i % 4 == 3 else 0.30})
                for i, r in enumerate(read_records(world["train"]))]
     write_records(world["root"] / "stage2.jsonl", records)
     args = SFTConfig(output_dir=str(out), use_cpu=True, bf16=False, report_to="none", max_steps=60,
-                     per_device_train_batch_size=8, learning_rate=5e-3, lr_scheduler_type="constant",
+                     per_device_train_batch_size=8, learning_rate=1e-2, lr_scheduler_type="constant",
                      logging_steps=10, save_strategy="no", gradient_checkpointing=False, max_length=None,
                      disable_tqdm=True, seed=0)
     return run_sft(ModelArgs(str(tiny_model_dir), dtype="float32"),
@@ -220,9 +221,9 @@ def harmful_run(tiny_model_dir, world, tmp_path_factory) -> dict[str, Path]:
     start = _start_model(tiny_model_dir, world, tmp / "stage2")
     REWARDS["overconfidence"] = overconfidence_reward
     try:
-        args = GRPOConfig(output_dir=str(tmp / "stage3"), use_cpu=True, bf16=False, report_to="none", max_steps=4,
-                          per_device_train_batch_size=8, num_generations=8, max_completion_length=48,
-                          learning_rate=5e-3, lr_scheduler_type="constant", beta=0.0, temperature=1.0,
+        args = GRPOConfig(output_dir=str(tmp / "stage3"), use_cpu=True, bf16=False, report_to="none", max_steps=6,
+                          per_device_train_batch_size=8, num_generations=8, max_completion_length=64,
+                          learning_rate=2e-3, lr_scheduler_type="constant", beta=0.0, temperature=1.0,
                           scale_rewards="none", logging_steps=1, save_strategy="steps", save_steps=2, eval_steps=2,
                           save_total_limit=1, gradient_checkpointing=False, disable_tqdm=True, seed=0)
         out = run_grpo(ModelArgs(str(start), dtype="float32"),
@@ -238,19 +239,19 @@ def harmful_run(tiny_model_dir, world, tmp_path_factory) -> dict[str, Path]:
 def test_harmful_stage3_falls_back_to_the_starting_weights(harmful_run):
     out, start = harmful_run["out"], harmful_run["start"]
     history = [json.loads(line) for line in (out / VAL_LOG).read_text().splitlines()]
-    assert [e["step"] for e in history] == [0, 2, 4]
+    assert [e["step"] for e in history] == [0, 2, 4, 6]
     first, last = history[0]["groups"], history[-1]["groups"]
-    # the harm is real: the last step states a higher confidence and scores a worse Brier in every group
-    for group in first:
-        assert last[group]["mean_confidence"] > first[group]["mean_confidence"] + 0.3, (group, history)
-        assert last[group]["brier"] > first[group]["brier"] + 0.1, (group, history)
+    # the harm is real: the last step states 0.9 where step 0 stated 0.3, and its mean Brier score is worse
+    assert max(last[g]["mean_confidence"] - first[g]["mean_confidence"] for g in first) > 0.5, history
+    assert history[-1]["score"] > history[0]["score"] + 0.05, history
+    assert all(last[g]["parse_rate"] == 1 for g in last)  # the format held: the score, not a guard, decides
     info = json.loads((out / INFO_FILE).read_text())
     assert info["selection"]["selected_step"] == 0
     assert info["selection"]["weights_from"] == f"the starting model {start}"
     assert file_sha256(out / "model.safetensors") == file_sha256(start / "model.safetensors")
     assert "**Selected: step 0.**" in (out / "README.md").read_text()
     # the last step's checkpoint was kept by the trainer's rotation, but its weights are not the output's
-    assert file_sha256(out / "checkpoint-4" / "model.safetensors") != file_sha256(start / "model.safetensors")
+    assert file_sha256(out / "checkpoint-6" / "model.safetensors") != file_sha256(start / "model.safetensors")
 
 
 @pytest.mark.slow
@@ -266,9 +267,9 @@ def test_validation_log_has_every_metric_per_group(harmful_run):
         assert math.isfinite(entry["seconds"])
     # the same figures reached the trainer's log (and so any report_to tracker)
     logged = [h for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "val/score" in h]
-    assert [h["step"] for h in logged] == [0, 2, 4]
+    assert [h["step"] for h in logged] == [0, 2, 4, 6]
     assert logged[0]["val/synth_ver/brier"] == pytest.approx(history[0]["groups"][synthemo.SYNTH_VER]["brier"])
     assert all(f"val/synth_vsa/{m}" in logged[1] for m in ("accuracy", "parse_rate", "ece", "brier", "nll"))
     # the training logs of those steps were not split by the validation log
     train_logs = [h for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "reward" in h]
-    assert [h["step"] for h in train_logs] == [1, 2, 3, 4]
+    assert [h["step"] for h in train_logs] == [1, 2, 3, 4, 5, 6]

@@ -431,11 +431,14 @@ class ValidationCallback(TrainerCallback):
         if self.trainer.accelerator.is_main_process:
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(entry, sort_keys=True) + "\n")
-        # transformers' Trainer.log, not GRPOTrainer.log: the latter would flush (and so split) the step's
-        # training metrics, which the trainer logs right after this callback.
+        # transformers' Trainer.log, not GRPOTrainer.log: the latter would flush the step's training metrics,
+        # which the trainer logs right after this callback. Logging clears control.should_log, which would
+        # drop that training log: it is restored.
         from trl import GRPOTrainer
 
+        should_log = self.trainer.control.should_log
         super(GRPOTrainer, self.trainer).log(log_keys(entry))
+        self.trainer.control.should_log = should_log
         logger.info("validation at step %d: %s mean %s %s (%.1f s)", state.global_step, len(rows),
                     metric, _fmt(entry["score"]), entry["seconds"])
         return entry
