@@ -273,3 +273,22 @@ def test_validation_log_has_every_metric_per_group(harmful_run):
     # the training logs of those steps were not split by the validation log
     train_logs = [h for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "reward" in h]
     assert [h["step"] for h in train_logs] == [1, 2, 3, 4, 5, 6]
+
+
+def test_run_ends_when_the_last_logging_window_has_undefined_metrics(tiny_model_dir, tmp_path):
+    """One step with logging_steps 2: the step's metrics reach the final report unlogged, and the random model's
+    rollouts state no confidence, so TRL reports rollout/confidence_mean as None; the run must still save."""
+    from trl import GRPOConfig
+
+    from emocaliber.train.grpo import GRPOScriptArgs, run_grpo
+
+    root = tmp_path / "world"
+    synthemo.build_world(root, synthemo.WorldConfig(n_train=2, n_test=0, tasks=(synthemo.TASK_8,), seed=1))
+    args = GRPOConfig(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, report_to="none", max_steps=1,
+                      per_device_train_batch_size=4, num_generations=4, max_completion_length=8, logging_steps=2,
+                      save_strategy="no", gradient_checkpointing=False, disable_tqdm=True, seed=0)
+    out = run_grpo(ModelArgs(str(tiny_model_dir), dtype="float32"),
+                   DataArgs(str(root / "stage3.jsonl"), with_confidence=True), GRPOScriptArgs(), args)
+    results = json.loads((out / "train_results.json").read_text())
+    assert "rollout/confidence_mean" not in results and results["train_samples"] == 2
+    assert (out / "model.safetensors").is_file()

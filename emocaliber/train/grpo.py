@@ -414,7 +414,9 @@ def run_grpo(
     trainer = build_trainer(model_args, data_args, script_args, training_args, callbacks=callbacks)
     logger.info("*** stage3: GRPO on %d prompts ***", len(trainer.train_dataset))
     result = trainer.train(resume_from_checkpoint=resume)
-    metrics = dict(result.metrics, train_samples=len(trainer.train_dataset))
+    # TRL reports a metric with no value in its last logging window (e.g. no rollout stated a confidence) as None,
+    # which log_metrics cannot print: leave those out rather than lose the run before its save.
+    metrics = {k: v for k, v in result.metrics.items() if v is not None} | {"train_samples": len(trainer.train_dataset)}
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_state()
