@@ -292,3 +292,26 @@ def test_run_ends_when_the_last_logging_window_has_undefined_metrics(tiny_model_
     results = json.loads((out / "train_results.json").read_text())
     assert "rollout/confidence_mean" not in results and results["train_samples"] == 2
     assert (out / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_validation_does_not_change_the_rollouts(tiny_model_dir, world, tmp_path):
+    """The generation backend seeds torch per batch; validation restores the random state, so the same seed draws
+    the same rollouts (same lengths, entropies and losses) with and without validation."""
+    from trl import GRPOConfig
+
+    from emocaliber.train.grpo import GRPOScriptArgs, run_grpo
+
+    logs = []
+    for name, val_file in (("plain", None), ("validated", str(world["val"]))):
+        args = GRPOConfig(output_dir=str(tmp_path / name), use_cpu=True, bf16=False, report_to="none", max_steps=2,
+                          per_device_train_batch_size=8, num_generations=8, max_completion_length=12,
+                          learning_rate=1e-3, logging_steps=1, save_strategy="steps", save_steps=1, eval_steps=1,
+                          gradient_checkpointing=False, disable_tqdm=True, seed=0)
+        out = run_grpo(ModelArgs(str(tiny_model_dir), dtype="float32"),
+                       DataArgs(str(world["train"]), with_confidence=True),
+                       GRPOScriptArgs(val_file=val_file, select_metric="none"), args)
+        logs.append([{k: h[k] for k in ("completions/mean_length", "entropy", "loss")}
+                     for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "reward" in h])
+    assert (tmp_path / "validated" / VAL_LOG).is_file() and not (tmp_path / "plain" / VAL_LOG).exists()
+    assert len(logs[0]) == 2 and logs[0] == logs[1]

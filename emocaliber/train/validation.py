@@ -394,6 +394,7 @@ class ValidationCallback(TrainerCallback):
                               "its own share of the prompts, which needs the whole model)")
         # A resumed run keeps what it validated up to its checkpoint; a fresh one starts a new table.
         self.history = [e for e in self._read() if 0 < state.global_step and int(e["step"]) <= state.global_step]
+        self.trainer.accelerator.wait_for_everyone()  # every process has read the table before it is rewritten
         if self.trainer.accelerator.is_main_process:
             self._write(self.history)
         if state.global_step == 0:
