@@ -315,3 +315,25 @@ def test_validation_does_not_change_the_rollouts(tiny_model_dir, world, tmp_path
                      for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "reward" in h])
     assert (tmp_path / "validated" / VAL_LOG).is_file() and not (tmp_path / "plain" / VAL_LOG).exists()
     assert len(logs[0]) == 2 and logs[0] == logs[1]
+
+
+@pytest.mark.slow
+def test_a_resumed_run_keeps_its_validation_table(tiny_model_dir, world, tmp_path):
+    """Stop after 2 steps, resume to 3: the table keeps steps 0-2 from the first run (step 0 is not redone) and
+    adds step 3; the selection sees all four."""
+    from trl import GRPOConfig
+
+    from emocaliber.train.grpo import GRPOScriptArgs, run_grpo
+
+    out = tmp_path / "out"
+    for steps in (2, 3):
+        args = GRPOConfig(output_dir=str(out), use_cpu=True, bf16=False, report_to="none", max_steps=steps,
+                          per_device_train_batch_size=8, num_generations=8, max_completion_length=8,
+                          logging_steps=1, save_strategy="steps", save_steps=1, eval_steps=1,
+                          resume_from_checkpoint="auto", gradient_checkpointing=False, disable_tqdm=True, seed=0)
+        run_grpo(ModelArgs(str(tiny_model_dir), dtype="float32"), DataArgs(str(world["train"]), with_confidence=True),
+                 GRPOScriptArgs(val_file=str(world["val"]), val_max_samples=4), args)
+    history = [json.loads(line) for line in (out / VAL_LOG).read_text().splitlines()]
+    assert [e["step"] for e in history] == [0, 1, 2, 3]
+    selection = json.loads((out / INFO_FILE).read_text())["selection"]
+    assert [c["step"] for c in selection["candidates"]] == [0, 1, 2, 3] and selection["selected_step"] == 0
