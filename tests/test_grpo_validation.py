@@ -337,3 +337,20 @@ def test_a_resumed_run_keeps_its_validation_table(tiny_model_dir, world, tmp_pat
     assert [e["step"] for e in history] == [0, 1, 2, 3]
     selection = json.loads((out / INFO_FILE).read_text())["selection"]
     assert [c["step"] for c in selection["candidates"]] == [0, 1, 2, 3] and selection["selected_step"] == 0
+
+
+@pytest.mark.parametrize(("config", "val_file"), [("qwen2.5-vl-7b", "data/released/stage3_val.jsonl"), ("tiny", None)])
+def test_recipes_carry_validation_and_selection(config, val_file):
+    from trl import GRPOConfig, TrlParser
+
+    from emocaliber.train.configs import parse_args_and_config
+    from emocaliber.train.grpo import GRPOScriptArgs
+
+    parser = TrlParser((ModelArgs, DataArgs, GRPOScriptArgs, GRPOConfig))
+    path = Path(__file__).resolve().parents[1] / "recipes" / config / "stage3.yaml"
+    _, data, script, args = parse_args_and_config(parser, ["--config", str(path), "--use_cpu", "true"])
+    assert script.val_file == val_file and script.val_max_samples and script.select_metric == "brier"
+    assert (script.select_accuracy_margin, script.select_min_parse_rate) == (0.01, 0.95)
+    check_schedule(args.eval_steps, args.save_steps, args.save_strategy)  # every validated step is saved
+    if val_file:
+        assert Path(data.train_file).name == "stage3_train.jsonl"  # the validation images are held out of it
