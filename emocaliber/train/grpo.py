@@ -18,6 +18,9 @@ TRL's ``GRPOConfig`` with ``TrlParser`` and calls :func:`run_grpo`. What this mo
   ECE over the last ``rollout_window`` rollouts with a valid format. TRL's own ``frac_reward_zero_std`` counts the
   groups whose reward has no variance. With ``log_completions`` the printed table and the
   ``completions/*.parquet`` files carry each completion's parsed ``label``, ``confidence`` and ``valid`` flag.
+* **Validation and checkpoint selection** (:mod:`emocaliber.train.validation`): with ``val_file``, held-out prompts
+  are answered greedily at step 0 and every ``eval_steps``; ``output_dir`` receives the weights of the step with
+  the best validation Brier score (or log loss) among those that keep accuracy and format, step 0 included.
 * **Checkpoints** are self-contained (processor, chat template, model card) and ``resume_from_checkpoint: auto``
   continues from the last one in ``output_dir``. The running-ECE window is not part of a checkpoint: after a
   resume it refills over the next ``rollout_window`` rollouts.
