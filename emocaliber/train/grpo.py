@@ -18,6 +18,9 @@ TRL's ``GRPOConfig`` with ``TrlParser`` and calls :func:`run_grpo`. What this mo
   ECE over the last ``rollout_window`` rollouts with a valid format. TRL's own ``frac_reward_zero_std`` counts the
   groups whose reward has no variance. With ``log_completions`` the printed table and the
   ``completions/*.parquet`` files carry each completion's parsed ``label``, ``confidence`` and ``valid`` flag.
+* **Validation and checkpoint selection** (:mod:`emocaliber.train.validation`): with ``val_file``, held-out prompts
+  are answered greedily at step 0 and every ``eval_steps``; ``output_dir`` receives the weights of the step with
+  the best validation Brier score (or log loss) among those that keep accuracy and format, step 0 included.
 * **Checkpoints** are self-contained (processor, chat template, model card) and ``resume_from_checkpoint: auto``
   continues from the last one in ``output_dir``. The running-ECE window is not part of a checkpoint: after a
   resume it refills over the next ``rollout_window`` rollouts.
@@ -50,8 +53,14 @@ from emocaliber.train.checkpoint import (
     training_info,
 )
 from emocaliber.train.configs import ConfigError, DataArgs, ModelArgs
-from emocaliber.train.data import build_datasets
+from emocaliber.train.data import build_datasets, default_image_root
 from emocaliber.train.sft import freeze_vision, resolve_resume, setup_logging
+from emocaliber.train.validation import (
+    ValidationArgs,
+    attach_validation,
+    install_selected,
+    prepare_validation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +74,9 @@ CREDITS = ("sequence", "calibration", "confidence_only")
 
 
 @dataclass
-class GRPOScriptArgs:
-    """Stage-3 settings that are not TRL's: which rewards, and how the rollouts are monitored."""
+class GRPOScriptArgs(ValidationArgs):
+    """Stage-3 settings that are not TRL's: which rewards, how the rollouts are monitored, and the validation that
+    selects the checkpoint (``emocaliber.train.validation``)."""
 
     reward_funcs: list[str] = field(
         default_factory=lambda: [DEFAULT_REWARD],
@@ -105,6 +115,7 @@ class GRPOScriptArgs:
                                         "eval): the sources' confidences until the policy rolls them out itself."})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [n.strip() for n in self.reward_funcs.split(",") if n.strip()]
         unknown = [n for n in self.reward_funcs if n not in REWARDS]
@@ -363,6 +374,7 @@ def build_trainer(
     train_ds, eval_ds = build_datasets(data_args, completion=False)
     if eval_ds is None and training_args.eval_strategy != "no":
         raise ConfigError(f"eval_strategy={training_args.eval_strategy!r} needs eval_file")
+    val_records = prepare_validation(script_args, model_args, data_args, training_args, train_ds)
     if script_args.blend_file:
         train_ds = mix_blends(train_ds, script_args.blend_file, script_args.blend_share, seed=training_args.seed,
                               with_confidence=data_args.with_confidence, system_prompt=data_args.system_prompt,
@@ -408,6 +420,7 @@ def build_trainer(
         rollout_window=script_args.rollout_window, rollout_ece_bins=script_args.rollout_ece_bins,
         confidence_credit=script_args.confidence_credit, confidence_credit_weight=script_args.confidence_credit_weight)
     info["distributed"] = distributed_info(trainer.accelerator)  # the callback holds the same dict
+    attach_validation(trainer, val_records, default_image_root(data_args), script_args)
     trainer.emocaliber_info = info
     return trainer
 
@@ -434,7 +447,9 @@ def run_grpo(
     trainer = build_trainer(model_args, data_args, script_args, training_args, callbacks=callbacks)
     logger.info("*** stage3: GRPO on %d prompts ***", len(trainer.train_dataset))
     result = trainer.train(resume_from_checkpoint=resume)
-    metrics = dict(result.metrics, train_samples=len(trainer.train_dataset))
+    # TRL reports a metric with no value in its last logging window (e.g. no rollout stated a confidence) as None,
+    # which log_metrics cannot print: leave those out rather than lose the run before its save.
+    metrics = {k: v for k, v in result.metrics.items() if v is not None} | {"train_samples": len(trainer.train_dataset)}
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_state()
@@ -442,6 +457,8 @@ def run_grpo(
     out = Path(training_args.output_dir)
     trainer.save_model(str(out))  # on every rank: ZeRO-3 gathers the shards
     if trainer.accelerator.is_main_process:
+        if selection := install_selected(trainer, out, model_args.model_name_or_path):
+            trainer.emocaliber_info["selection"] = selection  # the weights in ``out`` are the selected step's
         finalize_checkpoint(out, info=trainer.emocaliber_info, processor=trainer.processing_class)
     trainer.accelerator.wait_for_everyone()
     logger.info("model saved to %s", out)
