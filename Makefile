@@ -11,7 +11,9 @@ export TOKENIZERS_PARALLELISM := false
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[train,dev]'
+	# vLLM is installed for its tests (engine arguments, sampling parameters, multimodal processor run on CPU);
+	# it pins torch 2.14.0, given here so the resolver does not backtrack through older vLLM releases.
+	$(PY) -m pip install --quiet -e '.[train,dev,vllm]' 'torch==2.14.0'
 	touch $(STAMP)
 
 install: $(STAMP)

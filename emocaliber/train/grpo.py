@@ -202,6 +202,22 @@ def _groups(values: np.ndarray, size: int) -> list[np.ndarray]:
     return [values[i:i + size] for i in range(0, len(values), size)]
 
 
+def collapse_image_runs(ids: Sequence[int], image_token_id: int) -> list[int]:
+    """``ids`` with every run of image tokens shortened to one placeholder token.
+
+    TRL tokenizes a prompt with the processor, so each image is already expanded to its N tokens (one per merged
+    patch); vLLM, given those ids and the image, expands the first of them to N image tokens again and keeps the
+    other N - 1 as text, so the rollout policy reads stray tokens the training forward pass never sees (~575 per
+    prompt for the 7B model at its default bounds). With one placeholder per image, vLLM's own expansion yields
+    exactly the run the training forward pass sees.
+    """
+    out: list[int] = []
+    for token in ids:
+        if not (token == image_token_id and out and out[-1] == image_token_id):
+            out.append(int(token))
+    return out
+
+
 class EmoCaliberGRPOTrainer(ModelCardMixin, ResumeMixin, GRPOTrainer):
     """``GRPOTrainer`` that parses every rollout once more for monitoring and writes this project's model card.
 
@@ -269,6 +285,19 @@ class EmoCaliberGRPOTrainer(ModelCardMixin, ResumeMixin, GRPOTrainer):
         if self.confidence_credit == "confidence_only":
             full = torch.zeros_like(full)
         return token_advantages(full, calibration[local].to(ids.device), spans)
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        """TRL's generation with colocated vLLM given one placeholder per image (:func:`collapse_image_runs`).
+
+        TRL hands ``prompt_ids`` only to vLLM here and keeps its own expanded ids for the loss, so only what vLLM
+        sees changes. Server mode keeps the expanded runs: TRL places the server's image features on them.
+        """
+        if self.use_vllm and self.vllm_mode == "colocate" and images is not None:
+            image_token_id = getattr(self.processing_class, "image_token_id", None)
+            if image_token_id is not None:
+                prompt_ids = [collapse_image_runs(ids, image_token_id) for ids in prompt_ids]
+        return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                             has_tool_images=has_tool_images)
 
     def evaluate(self, *args: Any, **kwargs: Any):
         self.rollout_monitors["eval"].reset()  # each evaluation reports its own ECE
