@@ -358,6 +358,31 @@ def check_args(model_args: ModelArgs, data_args: DataArgs, script_args: GRPOScri
                           f"{len(script_args.reward_funcs)} reward_funcs {script_args.reward_funcs}")
 
 
+def check_vllm_pixel_bounds(source: str, model_args: ModelArgs, training_args: GRPOConfig) -> None:
+    """Refuse ``use_vllm`` when the config's pixel bounds differ from those saved with the checkpoint.
+
+    TRL builds the vLLM engine (colocated, or ``trl vllm-serve``) from the checkpoint path alone, without
+    ``mm_processor_kwargs``, so vLLM resizes images with the bounds in the checkpoint's saved processor while the
+    training forward pass uses the config's: the rollouts would then see images at another size than the loss.
+    """
+    asked = {"min_pixels": model_args.min_pixels, "max_pixels": model_args.max_pixels}
+    if not training_args.use_vllm or all(v is None for v in asked.values()):
+        return
+    from transformers import AutoImageProcessor
+
+    size = AutoImageProcessor.from_pretrained(source, trust_remote_code=training_args.trust_remote_code).size
+    edge = (lambda k: size.get(k)) if isinstance(size, dict) else (lambda k: getattr(size, k, None))
+    saved = {"min_pixels": edge("shortest_edge"), "max_pixels": edge("longest_edge")}
+    differ = [k for k, v in asked.items() if v is not None and v != saved[k]]
+    if differ:
+        raise ConfigError(
+            f"use_vllm: {', '.join(f'{k}={asked[k]}' for k in differ)} differ from the bounds saved with "
+            f"{source} ({', '.join(f'{k}={saved[k]}' for k in differ)}), and vLLM's rollouts use the saved ones; "
+            f"save the processor with the config's bounds into the checkpoint (emocaliber.modeling.load_processor("
+            f"CKPT, min_pixels=..., max_pixels=...).save_pretrained(CKPT)) or drop min_pixels/max_pixels from the "
+            f"config")
+
+
 def build_trainer(
     model_args: ModelArgs,
     data_args: DataArgs,
@@ -371,6 +396,7 @@ def build_trainer(
     source = check_model_source(model_args.model_name_or_path)
     if Path(source).is_dir():  # absolute, so vLLM, the reference model and lineage resolve from anywhere
         model_args.model_name_or_path = source = str(Path(source).resolve())
+    check_vllm_pixel_bounds(source, model_args, training_args)
     train_ds, eval_ds = build_datasets(data_args, completion=False)
     if eval_ds is None and training_args.eval_strategy != "no":
         raise ConfigError(f"eval_strategy={training_args.eval_strategy!r} needs eval_file")
