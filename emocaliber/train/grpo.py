@@ -376,8 +376,9 @@ def check_vllm_pixel_bounds(source: str, model_args: ModelArgs, training_args: G
     differ = [k for k, v in asked.items() if v is not None and v != saved[k]]
     if differ:
         raise ConfigError(
-            f"use_vllm: {', '.join(f'{k}={asked[k]}' for k in differ)} differ from the bounds saved with "
-            f"{source} ({', '.join(f'{k}={saved[k]}' for k in differ)}), and vLLM's rollouts use the saved ones; "
+            f"use_vllm: the config's {', '.join(f'{k}={asked[k]}' for k in differ)} is not what {source} saved "
+            f"({', '.join(f'{k}={saved[k]}' for k in differ)}), and vLLM's rollouts resize images with the saved "
+            f"bounds; "
             f"save the processor with the config's bounds into the checkpoint (emocaliber.modeling.load_processor("
             f"CKPT, min_pixels=..., max_pixels=...).save_pretrained(CKPT)) or drop min_pixels/max_pixels from the "
             f"config")
