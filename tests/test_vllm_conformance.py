@@ -15,7 +15,7 @@ import logging
 
 import numpy as np
 import pytest
-from _vllm_utils import CPULLM, image_token_count, use_cpu_llm
+from _vllm_utils import CPULLM, image_token_count, require_vllm, use_cpu_llm
 from PIL import Image
 
 from emocaliber import generation
@@ -32,6 +32,8 @@ from emocaliber.generation import (
 from emocaliber.modeling import load_processor
 from emocaliber.records import Record
 from emocaliber.tasks import MIKELS_8
+
+require_vllm()  # every test here is about vLLM itself: skipped without it outside CI, an error in CI
 
 #: Bounds unlike the tiny checkpoint's saved ones (3136-12544): an engine that ignored them would give each test
 #: image another number of tokens than transformers does.
