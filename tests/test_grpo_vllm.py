@@ -79,6 +79,14 @@ def test_colocated_rollouts_see_each_image_once(cpu_llm, tiny_model_dir, train_f
         (placeholder,) = engine_input["mm_placeholders"]["image"]
         assert placeholder.length == seen
 
+    # Server mode keeps the expanded runs: TRL places the server's image features on them. (The server client is
+    # replaced by a recorder: there is no server to reach here.)
+    handed = []
+    trainer.vllm_mode = "server"
+    trainer.vllm_generation.generate = lambda prompts, **kw: handed.append(prompts) or (None, [[1]], [[[0.0]]], None)
+    trainer._generate_single_turn([trained[0]], [[inputs[0]["images"][0]]], {}, 1)
+    assert handed == [[trained[0]]]
+
 
 def test_use_vllm_refuses_pixel_bounds_the_checkpoint_did_not_save(tiny_model_dir, train_file, tmp_path):
     """vLLM's image processor reads the bounds saved with the checkpoint (3136-12544 for the tiny one)."""
