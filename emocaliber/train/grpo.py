@@ -207,8 +207,8 @@ def collapse_image_runs(ids: Sequence[int], image_token_id: int) -> list[int]:
 
     TRL tokenizes a prompt with the processor, so each image is already expanded to its N tokens (one per merged
     patch); vLLM, given those ids and the image, expands the first of them to N image tokens again and keeps the
-    other N - 1 as text, so the rollout policy reads stray tokens the training forward pass never sees (~575 per
-    prompt for the 7B model at its default bounds). With one placeholder per image, vLLM's own expansion yields
+    other N - 1 as text, so the rollout policy reads stray tokens the training forward pass never sees (up to 575
+    per prompt at the 7B recipe's max_pixels). With one placeholder per image, vLLM's own expansion yields
     exactly the run the training forward pass sees.
     """
     out: list[int] = []
@@ -370,7 +370,11 @@ def check_vllm_pixel_bounds(source: str, model_args: ModelArgs, training_args: G
         return
     from transformers import AutoImageProcessor
 
-    size = AutoImageProcessor.from_pretrained(source, trust_remote_code=training_args.trust_remote_code).size
+    try:
+        size = AutoImageProcessor.from_pretrained(source, trust_remote_code=training_args.trust_remote_code).size
+    except OSError as e:
+        raise ConfigError(f"use_vllm with min_pixels/max_pixels: cannot read the processor saved with {source} to "
+                          f"compare its bounds ({str(e).splitlines()[0]})") from None
     edge = (lambda k: size.get(k)) if isinstance(size, dict) else (lambda k: getattr(size, k, None))
     saved = {"min_pixels": edge("shortest_edge"), "max_pixels": edge("longest_edge")}
     differ = [k for k, v in asked.items() if v is not None and v != saved[k]]
@@ -378,10 +382,9 @@ def check_vllm_pixel_bounds(source: str, model_args: ModelArgs, training_args: G
         raise ConfigError(
             f"use_vllm: the config's {', '.join(f'{k}={asked[k]}' for k in differ)} is not what {source} saved "
             f"({', '.join(f'{k}={saved[k]}' for k in differ)}), and vLLM's rollouts resize images with the saved "
-            f"bounds; "
-            f"save the processor with the config's bounds into the checkpoint (emocaliber.modeling.load_processor("
-            f"CKPT, min_pixels=..., max_pixels=...).save_pretrained(CKPT)) or drop min_pixels/max_pixels from the "
-            f"config")
+            "bounds; save the processor with the config's bounds into the checkpoint "
+            "(emocaliber.modeling.load_processor(CKPT, min_pixels=..., max_pixels=...).save_pretrained(CKPT)) or "
+            "drop min_pixels/max_pixels from the config")
 
 
 def build_trainer(
