@@ -391,7 +391,7 @@ def _generate(items: EvalData, backend: Any, config: EvalConfig, predictions: Pa
 
 
 def _build_backend(config: EvalConfig, name: str):
-    from emocaliber.generation import get_backend, vllm_available
+    from emocaliber.generation import get_backend, refuse_lora_adapter, vllm_available
     from emocaliber.modeling import check_model_source
 
     source = check_model_source(config.model)
@@ -400,6 +400,10 @@ def _build_backend(config: EvalConfig, name: str):
         if not vllm_available():
             raise EvalError("--backend vllm needs vLLM: pip install 'emocaliber[vllm]' (GPU machines only), "
                             "or use --backend transformers")
+        try:
+            refuse_lora_adapter(source)
+        except ValueError as e:
+            raise EvalError(str(e)) from None
         return get_backend(source, "vllm", dtype=config.dtype, seed=config.seed, progress=False, **pixels)
     import torch
 

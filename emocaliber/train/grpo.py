@@ -231,6 +231,22 @@ def _groups(values: np.ndarray, size: int) -> list[np.ndarray]:
     return [values[i:i + size] for i in range(0, len(values), size)]
 
 
+def collapse_image_runs(ids: Sequence[int], image_token_id: int) -> list[int]:
+    """``ids`` with every run of image tokens shortened to one placeholder token.
+
+    TRL tokenizes a prompt with the processor, so each image is already expanded to its N tokens (one per merged
+    patch); vLLM, given those ids and the image, expands the first of them to N image tokens again and keeps the
+    other N - 1 as text, so the rollout policy reads stray tokens the training forward pass never sees (up to 575
+    per prompt at the 7B recipe's max_pixels). With one placeholder per image, vLLM's own expansion yields
+    exactly the run the training forward pass sees.
+    """
+    out: list[int] = []
+    for token in ids:
+        if not (token == image_token_id and out and out[-1] == image_token_id):
+            out.append(int(token))
+    return out
+
+
 class EmoCaliberGRPOTrainer(ModelCardMixin, ResumeMixin, GRPOTrainer):
     """``GRPOTrainer`` that parses every rollout once more for monitoring and writes this project's model card.
 
@@ -299,6 +315,19 @@ class EmoCaliberGRPOTrainer(ModelCardMixin, ResumeMixin, GRPOTrainer):
             full = torch.zeros_like(full)
         return token_advantages(full, calibration[local].to(ids.device), spans)
 
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        """TRL's generation with colocated vLLM given one placeholder per image (:func:`collapse_image_runs`).
+
+        TRL hands ``prompt_ids`` only to vLLM here and keeps its own expanded ids for the loss, so only what vLLM
+        sees changes. Server mode keeps the expanded runs: TRL places the server's image features on them.
+        """
+        if self.use_vllm and self.vllm_mode == "colocate" and images is not None:
+            image_token_id = getattr(self.processing_class, "image_token_id", None)
+            if image_token_id is not None:
+                prompt_ids = [collapse_image_runs(ids, image_token_id) for ids in prompt_ids]
+        return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                             has_tool_images=has_tool_images)
+
     def evaluate(self, *args: Any, **kwargs: Any):
         self.rollout_monitors["eval"].reset()  # each evaluation reports its own ECE
         return super().evaluate(*args, **kwargs)
@@ -358,6 +387,35 @@ def check_args(model_args: ModelArgs, data_args: DataArgs, script_args: GRPOScri
                           f"{len(script_args.reward_funcs)} reward_funcs {script_args.reward_funcs}")
 
 
+def check_vllm_pixel_bounds(source: str, model_args: ModelArgs, training_args: GRPOConfig) -> None:
+    """Refuse ``use_vllm`` when the config's pixel bounds differ from those saved with the checkpoint.
+
+    TRL builds the vLLM engine (colocated, or ``trl vllm-serve``) from the checkpoint path alone, without
+    ``mm_processor_kwargs``, so vLLM resizes images with the bounds in the checkpoint's saved processor while the
+    training forward pass uses the config's: the rollouts would then see images at another size than the loss.
+    """
+    asked = {"min_pixels": model_args.min_pixels, "max_pixels": model_args.max_pixels}
+    if not training_args.use_vllm or all(v is None for v in asked.values()):
+        return
+    from transformers import AutoImageProcessor
+
+    try:
+        size = AutoImageProcessor.from_pretrained(source, trust_remote_code=training_args.trust_remote_code).size
+    except OSError as e:
+        raise ConfigError(f"use_vllm with min_pixels/max_pixels: cannot read the processor saved with {source} to "
+                          f"compare its bounds ({str(e).splitlines()[0]})") from None
+    edge = (lambda k: size.get(k)) if isinstance(size, dict) else (lambda k: getattr(size, k, None))
+    saved = {"min_pixels": edge("shortest_edge"), "max_pixels": edge("longest_edge")}
+    differ = [k for k, v in asked.items() if v is not None and v != saved[k]]
+    if differ:
+        raise ConfigError(
+            f"use_vllm: the config's {', '.join(f'{k}={asked[k]}' for k in differ)} is not what {source} saved "
+            f"({', '.join(f'{k}={saved[k]}' for k in differ)}), and vLLM's rollouts resize images with the saved "
+            "bounds; save the processor with the config's bounds into the checkpoint "
+            "(emocaliber.modeling.load_processor(CKPT, min_pixels=..., max_pixels=...).save_pretrained(CKPT)) or "
+            "drop min_pixels/max_pixels from the config")
+
+
 def build_trainer(
     model_args: ModelArgs,
     data_args: DataArgs,
@@ -371,6 +429,7 @@ def build_trainer(
     source = check_model_source(model_args.model_name_or_path)
     if Path(source).is_dir():  # absolute, so vLLM, the reference model and lineage resolve from anywhere
         model_args.model_name_or_path = source = str(Path(source).resolve())
+    check_vllm_pixel_bounds(source, model_args, training_args)
     train_ds, eval_ds = build_datasets(data_args, completion=False)
     if eval_ds is None and training_args.eval_strategy != "no":
         raise ConfigError(f"eval_strategy={training_args.eval_strategy!r} needs eval_file")
