@@ -25,7 +25,7 @@ model K times (stage-2 confidence targets) then carries the per-image ambiguity.
 (``stage1_label="oracle"``) would teach a sharp answer distribution whose samples all agree, erasing that
 signal.
 
-Tasks (registered on import): SynthEmo-8 ("Synth VER"), SynthEmo-2 ("Synth VSA", polarity of the same images,
+Tasks (declared in ``emocaliber.tasks``): SynthEmo-8 ("Synth VER"), SynthEmo-2 ("Synth VSA", polarity of the same images,
 as FI-2 shares FI-8's images) and SynthEmo-OOD-8 ("Synth OOD", test only: same colour semantics drawn in a
 shifted style with outlined shapes, hatching and stronger jitter).
 """
@@ -44,19 +44,13 @@ from typing import Any
 import numpy as np
 
 from emocaliber.records import REASONING_PARTS, Record, write_jsonl
-from emocaliber.tasks import MIKELS_8, MIKELS_TO_POLARITY, POLARITY_2, TaskSpec, register_task
+from emocaliber.tasks import MIKELS_8, MIKELS_TO_POLARITY, POLARITY_2
 
 SOURCE = "SynthEmo"
 TASK_8, TASK_2, TASK_OOD = "SynthEmo-8", "SynthEmo-2", "SynthEmo-OOD-8"
-SYNTH_VSA, SYNTH_VER, SYNTH_OOD = "Synth VSA", "Synth VER", "Synth OOD"
 TASKS = (TASK_8, TASK_2, TASK_OOD)
 BASE, SHIFTED = "base", "shifted"
 EMOTIONS = MIKELS_8
-
-for _spec in (TaskSpec(TASK_2, POLARITY_2, SYNTH_VSA, SOURCE, "sentiment"),
-              TaskSpec(TASK_8, MIKELS_8, SYNTH_VER, SOURCE),
-              TaskSpec(TASK_OOD, MIKELS_8, SYNTH_OOD, SOURCE)):
-    register_task(_spec)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ import argparse
 import sys
 
 from emocaliber.train.checkpoint import merge_lora
-from emocaliber.train.configs import DTYPES, user_errors_exit
+from emocaliber.train.configs import DTYPES
+from emocaliber.train.errors import user_errors_exit
 
 
 def main(argv=None) -> None:

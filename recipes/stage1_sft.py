@@ -22,8 +22,8 @@ from emocaliber.train.configs import (
     HelpFormatter,
     ModelArgs,
     parse_args_and_config,
-    user_errors_exit,
 )
+from emocaliber.train.errors import user_errors_exit
 from emocaliber.train.sft import run_sft
 
 

@@ -14,7 +14,8 @@ import sys
 
 from trl import GRPOConfig, TrlParser
 
-from emocaliber.train.configs import DataArgs, ModelArgs, parse_args_and_config, user_errors_exit
+from emocaliber.train.configs import DataArgs, ModelArgs, parse_args_and_config
+from emocaliber.train.errors import user_errors_exit
 from emocaliber.train.grpo import GRPOScriptArgs, run_grpo
 
 
