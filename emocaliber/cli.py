@@ -91,8 +91,8 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                                                             "processor; the release used 200704)")
     p.add_argument("--max-pixels", type=_positive_int, help="image pixel upper bound (default: the checkpoint's "
                                                             "processor; the release used 451584)")
-    p.add_argument("--parse-mode", choices=("strict", "emocaliber"), default="strict",
-                   help="strict: the label only when the answer names one candidate; emocaliber: the original "
+    p.add_argument("--parse-mode", choices=("strict", "release"), default="strict",
+                   help="strict: the label only when the answer names one candidate; release: the original "
                         "evaluation's substring rules (default %(default)s)")
     return p
 

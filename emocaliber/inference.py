@@ -15,7 +15,7 @@ Choices and why:
   temperature 0.7 (pass ``temperature=0.7`` to match it).
 - The response is read with the strict parser by default: the label is set only when the answer names one
   candidate; ``valid`` and ``problems`` say whether the whole format (five-part reasoning, answer, confidence)
-  was respected. ``parse_mode="emocaliber"`` applies the original evaluation's substring rules instead.
+  was respected. ``parse_mode="release"`` applies the original evaluation's substring rules instead.
 - Images are local only: a path, a PIL image or an H x W x 3 uint8 array. URLs are refused rather than fetched,
   so the library never makes network requests on a caller's behalf (the model download aside).
 """

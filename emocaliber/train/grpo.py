@@ -71,7 +71,7 @@ class GRPOScriptArgs:
         default_factory=lambda: [DEFAULT_REWARD],
         metadata={"help": f"Reward names from emocaliber.rewards.REWARDS ({', '.join(REWARDS)}); their weights are "
                           f"GRPOConfig.reward_weights (one per name). Default: the project's {DEFAULT_REWARD!r}; "
-                          "'emocaliber' is the release's reward."})
+                          "'release' is the release's reward."})
     split_reward_components: bool = field(
         default=True, metadata={"help": "Pass a weighted reward to TRL as its format/accuracy/calibration "
                                         "functions (same total) so each is logged as rewards/<name>/mean."})
