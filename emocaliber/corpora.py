@@ -39,7 +39,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from emocaliber.generation import GenerationBackend, ImageLoadError, SamplingSettings, record_request
+from emocaliber.generation import GenerationBackend, SamplingSettings, record_request
+from emocaliber.images import ImageLoadError
 from emocaliber.parsing import ParsedResponse, parse_response
 from emocaliber.prompts import format_target
 from emocaliber.records import REASONING_PARTS, Record, iter_jsonl, write_jsonl
@@ -536,7 +537,7 @@ def build_confidence_targets(
         # were split by image; with disjoint pools it is right far less often than the greedy answer on images
         # the stage-1 model has not seen (docs/demo.md, session 16). With the teacher's text, the majority stands
         # in for the answer the model would give.
-        right = ([r.answer is None for r, _, _ in kept] if own_responder is not None
+        right = ([r.states_ground_truth for r, _, _ in kept] if own_responder is not None
                  else [c.majority == r.ground_truth for r, c, _ in kept])
         raw = local_accuracy(right,
                              [answered_reasoning(responses, r) for r, _, responses in kept],
@@ -555,7 +556,7 @@ def build_confidence_targets(
         "records": len(records), "written": len(written), "dropped": dict(sorted(dropped.items())),
         "skipped_lines": skipped_lines,
         "majority_is_gold": _fraction([c.majority == r.ground_truth for r, c in all_counts]),
-        "answer_is_gold": _fraction([r.answer is None for r in written]),
+        "answer_is_gold": _fraction([r.states_ground_truth for r in written]),
         "mean_target": _mean([r.confidence for r in written]),
         "targets": dict(sorted(Counter(f"{r.confidence:.2f}" for r in written).items())),
     }

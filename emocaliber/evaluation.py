@@ -307,7 +307,7 @@ def make_chunk_processor(backend: Any, image_root: Path, settings: Any, with_con
     An item whose image fails to load gets ``settings.n`` error rows (response null) and the rest of the chunk
     goes on. The chunk's seed replaces the settings' seed, so a redone chunk samples what it sampled before.
     """
-    from emocaliber.generation import ImageLoadError
+    from emocaliber.images import ImageLoadError
 
     def process(chunk: list[Record], chunk_seed: int) -> list[dict[str, Any]]:
         requests, errors = [], {}

@@ -30,8 +30,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
+from emocaliber.images import load_record_image
 from emocaliber.parsing import parse_response
 from emocaliber.prompts import SYSTEM_PROMPT, build_messages, record_prompt, record_target
 from emocaliber.records import (
@@ -68,12 +67,6 @@ class FormatError(ValueError):
 
 
 # --- shared helpers ------------------------------------------------------------------------------------------
-
-
-def load_image(record: Record, image_root: str | os.PathLike) -> Image.Image:
-    """The record's image as a loaded RGB PIL image (file closed)."""
-    with Image.open(resolve_image(image_root, record.image)) as im:
-        return im.convert("RGB")
 
 
 def record_columns(record: Record) -> dict[str, Any]:
@@ -148,7 +141,7 @@ def to_trl_prompt_completion(record: Record, *, with_confidence: bool, image_roo
     row: dict[str, Any] = {"prompt": messages[:-1] if completion else messages}
     if completion:
         row["completion"] = messages[-1:]
-    row["images"] = [load_image(record, image_root)]
+    row["images"] = [load_record_image(record, image_root)]
     return row | record_columns(record)
 
 
@@ -156,7 +149,7 @@ def to_trl_messages(record: Record, *, with_confidence: bool, image_root: str | 
                     system_prompt: str | None = SYSTEM_PROMPT) -> dict[str, Any]:
     """A TRL conversational language-modelling row: ``messages`` (with the assistant target) and ``images``."""
     messages = build_messages(record, with_confidence=with_confidence, system_prompt=system_prompt, target=True)
-    return {"messages": messages, "images": [load_image(record, image_root)]} | record_columns(record)
+    return {"messages": messages, "images": [load_record_image(record, image_root)]} | record_columns(record)
 
 
 def record_from_trl(row: dict[str, Any]) -> Record:

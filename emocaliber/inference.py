@@ -101,44 +101,31 @@ def resolve_candidates(candidates: Sequence[str] | str | None = None, task: str 
 def load_image(image: Any):
     """``image`` as an RGB PIL image: a local path, a PIL image or an H x W x 3 uint8 array. Never fetches URLs.
 
-    A size the model's processor would refuse (e.g. 600 x 2 pixels) is an :class:`InputError` here rather than
-    a traceback from inside generation."""
-    from emocaliber.generation import image_size_problem
-
-    rgb = _read_image(image)
-    problem = image_size_problem(*rgb.size)
-    if problem:
-        where = f"image {os.fspath(image)}" if isinstance(image, (str, os.PathLike)) else "the image"
-        raise InputError(f"{where} {problem}")
-    return rgb
-
-
-def _read_image(image: Any):
-    """:func:`load_image` before its size check."""
+    Files go through the project's one loader (:func:`emocaliber.images.open_image`); a size the model's processor
+    would refuse (e.g. 600 x 2 pixels) is an :class:`InputError` here rather than a traceback from inside
+    generation."""
     from PIL import Image
 
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, (str, os.PathLike)):
-        text = os.fspath(image)
-        if _URL.match(text):
-            raise InputError(f"{text[:80]} is a URL; EmoCaliber does not download images: save it and pass the "
-                             "local file path (or a PIL image)")
-        path = Path(text).expanduser()
-        try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except FileNotFoundError:
-            raise InputError(f"image not found: {path}") from None
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise InputError(f"image {path} could not be read as an image ({e})") from None
-    if type(image).__module__ == "numpy" and type(image).__name__ == "ndarray":
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype.name != "uint8":
-            raise InputError(f"an image array must be H x W x 3 uint8 (RGB), got shape {image.shape} and "
-                             f"dtype {image.dtype}")
-        import numpy as np
+    from emocaliber.images import ImageLoadError, check_image, open_image
 
-        return Image.fromarray(np.ascontiguousarray(image))
+    try:
+        if isinstance(image, Image.Image):
+            return check_image(image)
+        if isinstance(image, (str, os.PathLike)):
+            text = os.fspath(image)
+            if _URL.match(text):
+                raise InputError(f"{text[:80]} is a URL; EmoCaliber does not download images: save it and pass "
+                                 "the local file path (or a PIL image)")
+            return open_image(Path(text).expanduser())
+        if type(image).__module__ == "numpy" and type(image).__name__ == "ndarray":
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype.name != "uint8":
+                raise InputError(f"an image array must be H x W x 3 uint8 (RGB), got shape {image.shape} and "
+                                 f"dtype {image.dtype}")
+            import numpy as np
+
+            return check_image(Image.fromarray(np.ascontiguousarray(image)))
+    except ImageLoadError as e:
+        raise InputError(str(e)) from None
     raise InputError(f"an image must be a file path, a PIL image or an H x W x 3 uint8 numpy array, "
                      f"got {type(image).__name__}")
 

@@ -74,7 +74,7 @@ def test_demo_stage2_learns_from_the_stage1_models_own_responses(demo):
     own = {row["id"]: row["responses"][0] for _, row in iter_jsonl(out / "targets" / "stage2.own.jsonl")}
     for record in read_records(out / "targets" / "stage2.jsonl"):
         parsed = parse_response(own[record.id], record.candidates, mode="strict")
-        assert (record.answer or record.ground_truth) == parsed.label
+        assert record.stated_answer == parsed.label
         assert record.reasoning == {part: parsed.reasoning[part] for part in REASONING_PARTS}
 
 
