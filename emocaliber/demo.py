@@ -33,7 +33,8 @@ STAGES = ("base", "stage1", "stage2", "stage3")
 
 
 def default_threads() -> int:
-    """``OMP_NUM_THREADS`` when it is a whole number (what torch would take from it), else the issue's 2 cores."""
+    """``OMP_NUM_THREADS`` when it is a whole number (what torch would take from it), else 2, the cores of the
+    machine the demo is timed on."""
     value = os.environ.get("OMP_NUM_THREADS", "")
     return int(value) if value.isdigit() and int(value) > 0 else 2
 
