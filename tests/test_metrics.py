@@ -75,7 +75,7 @@ def test_canonical_ece_hand_computed_on_edges():
     assert M.mce(c, y, min_count=2) == pytest.approx(0.5)
 
 
-def test_emocaliber_scheme_misbins_and_drops_one_hand_computed():
+def test_release_scheme_misbins_and_drops_one_hand_computed():
     edges = np.linspace(0, 1, 11)
     assert edges[3] > 0.3 and edges[6] > 0.6 and edges[7] > 0.7  # the premise of the release's misbinning
     c, y = zip(*EDGE_ITEMS)
@@ -86,7 +86,7 @@ def test_emocaliber_scheme_misbins_and_drops_one_hand_computed():
     assert M.ece(c, y, scheme="release") == pytest.approx(expected, abs=1e-12)
 
 
-def test_emocaliber_scheme_ignores_full_confidence():
+def test_release_scheme_ignores_full_confidence():
     c, y = [1.0, 1.0, 1.0, 0.5], [0, 0, 0, 1]
     assert M.ece(c, y, scheme="release") == pytest.approx(0.5 / 4)        # only the 0.5 item is binned
     assert M.ece(c, y) == pytest.approx((3 * 1.0 + 0.5) / 4)                   # canonical keeps c = 1.0

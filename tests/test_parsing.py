@@ -147,13 +147,13 @@ def released_confidence(response: str) -> float | None:
     ("fear fills it <answer>joy</answer>", None),  # answer matched, nothing in it: 'unknown', no fallback
     ("<answer>x\n</answer> <answer>anger</answer>", "anger"),  # first match that fits on one line
 ])
-def test_emocaliber_label_rule(text, label):
+def test_release_label_rule(text, label):
     parsed = parse_response(text, MIKELS_8, mode="release")
     assert parsed.label == label
     assert released_label(text, list(MIKELS_8)) == (label or "unknown")
 
 
-def test_emocaliber_unknown_keeps_the_answer_text():
+def test_release_unknown_keeps_the_answer_text():
     parsed = parse_response("<answer>Joy</answer>", MIKELS_8, mode="release")
     assert parsed.label is None and parsed.answer_text == "joy"
 
@@ -167,7 +167,7 @@ def test_emocaliber_unknown_keeps_the_answer_text():
     ("<confidence>\n0.7</confidence>", None), ("<CONFIDENCE>0.7</CONFIDENCE>", None),
     ("<confidence>high</confidence>", None), ("no tag", None),
 ])
-def test_emocaliber_confidence_rule(text, value):
+def test_release_confidence_rule(text, value):
     assert parse_response(text, MIKELS_8, mode="release").confidence == value
 
 
@@ -189,7 +189,7 @@ def test_release_format_needs_parts_inside_think():
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(RESPONSES, min_size=5, max_size=5), CANDIDATES)
-def test_emocaliber_mode_matches_the_released_code(texts, candidates):
+def test_release_mode_matches_the_released_code(texts, candidates):
     """Against the release's own regular expressions (restated above)."""
     for text in texts:
         assert_matches_release(text, candidates)
@@ -197,7 +197,7 @@ def test_emocaliber_mode_matches_the_released_code(texts, candidates):
 
 @settings(max_examples=25, deadline=None)
 @given(SEEDS)
-def test_emocaliber_mode_matches_the_released_code_in_bulk(seed):
+def test_release_mode_matches_the_released_code_in_bulk(seed):
     rng = random.Random(seed)
     for _ in range(200):
         assert_matches_release(random_response(rng), random_candidates(rng))
