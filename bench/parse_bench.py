@@ -1,6 +1,6 @@
 """Throughput of the response parser and the rewards on a realistic mix of generated responses.
 
-Prints responses parsed per CPU second (strict and emocaliber modes) and rewards computed per CPU second, on
+Prints responses parsed per CPU second (strict and release modes) and rewards computed per CPU second, on
 one core (the timing uses process time, so other jobs on the machine do not distort it).
 The mix: mostly well-formed ~600-character responses, plus the usual failures (missing part, percent or braced
 or out-of-range confidence, verbose or repeated answers, newlines in tags, no tags at all).
@@ -89,13 +89,13 @@ def main() -> None:
     mean_len = sum(len(r) for r, _, _ in mix) / len(mix)
     valid = sum(parse_response(r, c).valid_format for r, c, _ in mix) / len(mix)
     print(f"{len(mix)} responses, mean {mean_len:.0f} characters, {valid:.0%} valid in strict mode")
-    for mode in ("strict", "emocaliber"):
+    for mode in ("strict", "release"):
         r = rate(lambda m=mode: [parse_response(t, c, m) for t, c, _ in mix], len(mix), args.repeat)
         print(f"parse_response mode={mode:<10}  {r:>10,.0f} responses/s")
 
     batches = [mix[k:k + args.batch] for k in range(0, len(mix), args.batch)]
     as_chat = [[[{"role": "assistant", "content": [{"type": "text", "text": t}]}] for t, _, _ in b] for b in batches]
-    for name in ("emocaliber", "spherical", "calibrated_log", "brier", "format", "accuracy"):
+    for name in ("release", "spherical", "calibrated_log", "brier", "format", "accuracy"):
         func = REWARDS[name]
         r = rate(lambda f=func: [f(completions=[t for t, _, _ in b], ground_truth=[g for _, _, g in b],
                                    candidates=[list(c) for _, c, _ in b]) for b in batches], len(mix), args.repeat)

@@ -16,7 +16,7 @@ import numpy as np
 
 from emocaliber import rewards as R
 
-MAIN = ["emocaliber", "brier", "spherical", "calibrated_log"]
+MAIN = ["release", "brier", "spherical", "calibrated_log"]
 
 
 def log_variant(eps: float, weight: float | None = None) -> R.WeightedReward:
@@ -59,7 +59,7 @@ def incentive_table(rewards: dict) -> list[str]:
         c_best, _ = R.best_response(reward, p)
         grid = np.linspace(0, 1, 10001)
         values = np.concatenate([R.outcome_reward(reward, 0.0, grid), R.outcome_reward(reward, 1.0, grid)])
-        values = values[values != R.failure_score(reward)] if name == "emocaliber" else values
+        values = values[values != R.failure_score(reward)] if name == "release" else values
         sandbag = R.sandbag_region(reward)
         brk = R.format_break_threshold(reward)
         rows.append(f"| {name} | {np.abs(c_best - p).max():.4f} | [{values.min():.3f}, {values.max():.3f}] | "

@@ -28,10 +28,12 @@ has the measurements).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
 import random
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -39,10 +41,12 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from emocaliber.generation import GenerationBackend, ImageLoadError, SamplingSettings, record_request
+from emocaliber.argtypes import float_pair, whole_number
+from emocaliber.generation import GenerationBackend, SamplingSettings, record_request
+from emocaliber.images import ImageLoadError
 from emocaliber.parsing import ParsedResponse, parse_response
 from emocaliber.prompts import format_target
-from emocaliber.records import REASONING_PARTS, Record, iter_jsonl, write_jsonl
+from emocaliber.records import REASONING_PARTS, Record, RecordError, iter_jsonl, write_jsonl
 from emocaliber.resume import run_chunked
 
 #: A responder turns a chunk of records and the chunk's seed into one samples row per record.
@@ -536,7 +540,7 @@ def build_confidence_targets(
         # were split by image; with disjoint pools it is right far less often than the greedy answer on images
         # the stage-1 model has not seen (docs/demo.md, session 16). With the teacher's text, the majority stands
         # in for the answer the model would give.
-        right = ([r.answer is None for r, _, _ in kept] if own_responder is not None
+        right = ([r.states_ground_truth for r, _, _ in kept] if own_responder is not None
                  else [c.majority == r.ground_truth for r, c, _ in kept])
         raw = local_accuracy(right,
                              [answered_reasoning(responses, r) for r, _, responses in kept],
@@ -555,7 +559,7 @@ def build_confidence_targets(
         "records": len(records), "written": len(written), "dropped": dict(sorted(dropped.items())),
         "skipped_lines": skipped_lines,
         "majority_is_gold": _fraction([c.majority == r.ground_truth for r, c in all_counts]),
-        "answer_is_gold": _fraction([r.answer is None for r in written]),
+        "answer_is_gold": _fraction([r.states_ground_truth for r in written]),
         "mean_target": _mean([r.confidence for r in written]),
         "targets": dict(sorted(Counter(f"{r.confidence:.2f}" for r in written).items())),
     }
@@ -614,3 +618,193 @@ def _mean(xs: Sequence[float]) -> float | None:
 
 def _fraction(flags: Sequence[bool]) -> float | None:
     return sum(flags) / len(flags) if flags else None
+
+
+# ------------------------------------------------------------------ command line (build_cot.py)
+COT_HELP = """Build the structured chain-of-thought corpus (VEC-CoT style) from training records.
+
+A teacher writes the five-part reasoning (<element>, <human>, <context>, <interaction>, <analysis>) and an
+answer for each record, shown the image and the candidates (and the gold label with --show-gold), with
+--samples tries per record. A try is kept when it parses (strict rules) with all five parts and its answer is
+the gold label. Kept records are split by image into three pools (default 60/30/10 of each task, seeded; an
+image shared by two tasks goes to one pool), written to --out:
+
+  stage1.jsonl       records with reasoning: the stage-1 SFT corpus
+  stage2_pool.jsonl  records with reasoning: input of build_confidence_targets.py (stage 2)
+  stage3.jsonl       records without reasoning: the stage-3 GRPO prompts
+  summary.json/.md   kept and dropped counts by reason and per task
+  teacher_samples.jsonl  every raw teacher response; a killed run resumes from it (same command again)
+
+--teacher is a local checkpoint directory or hub id (generated through emocaliber.generation: vLLM on a GPU,
+transformers elsewhere), or 'synthemo' for SynthEmo's rule-based teacher (no model needed).
+
+Example: python data_prep/build_cot.py --records data/synthemo/train.jsonl --image-root data/synthemo \\
+             --out data/synthemo/cot --teacher synthemo --samples 4
+"""
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three fractions like 0.6,0.3,0.1, got {text!r}") from None
+
+
+def build_cot_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    from emocaliber.generation import add_backend_arguments
+
+    p = argparse.ArgumentParser(prog=prog, description=COT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--records", required=True, help="training records (JSONL)")
+    p.add_argument("--image-root", required=True, help="directory the records' image paths are relative to")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--teacher", default="synthemo", help="checkpoint path, hub id, or 'synthemo' (default)")
+    p.add_argument("--show-gold", action="store_true", help="tell the teacher the gold label")
+    p.add_argument("--constrained", action="store_true",
+                   help="model teacher: force the output format with a regex (needs xgrammar without vLLM)")
+    p.add_argument("--samples", type=int, default=1, help="tries per record (default 1)")
+    p.add_argument("--pools", type=_fractions, default=(0.6, 0.3, 0.1),
+                   help="stage-1,stage-2,stage-3 fractions of each task's kept records (default 0.6,0.3,0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seeds sampling and the pool split (default 0)")
+    p.add_argument("--temperature", type=float, default=0.7,
+                   help="model teacher: sampling temperature (0 = greedy; default 0.7)")
+    p.add_argument("--top-p", type=float, default=1.0, help="model teacher: nucleus sampling (default 1.0)")
+    p.add_argument("--max-new-tokens", type=int, default=1024, help="model teacher: response length (default 1024)")
+    p.add_argument("--chunk-size", type=int, default=64, help="records per resumable chunk (default 64)")
+    p.add_argument("--overwrite", action="store_true", help="discard teacher_samples.jsonl and start again")
+    p.add_argument("--strict", action="store_true", help="stop at the first bad input line, do not skip it")
+    add_backend_arguments(p)
+    return p
+
+
+def cot_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """``emocaliber prepare cot`` (``data_prep/build_cot.py``)."""
+    from emocaliber.generation import backend_from_args
+    from emocaliber.modeling import ModelNotFoundError
+
+    parser = build_cot_parser(prog)
+    args = parser.parse_args(argv)
+    if args.teacher == "synthemo":  # it draws each answer from the image's label distribution, and samples nothing
+        ignored = [f"--{name.replace('_', '-')}" for name in ("temperature", "top_p", "max_new_tokens", "constrained")
+                   if getattr(args, name) != parser.get_default(name)]
+        if ignored:
+            parser.error(f"{', '.join(ignored)} set the sampling of a model teacher; the synthemo teacher draws "
+                         "each answer from the image's label distribution, so leave them out")
+    try:
+        records, n_skipped = read_input_records(args.records, strict=args.strict)
+        settings = sampling_from_args(args)
+        if args.teacher == "synthemo":
+            responder = SynthEmoTeacher(samples=args.samples, show_gold=args.show_gold)
+        else:
+            backend = backend_from_args(args.teacher, args, progress=False)
+            responder = BackendResponder(backend, args.image_root, settings, teacher=True,
+                                         show_gold=args.show_gold, constrained=args.constrained)
+        config = {"teacher": args.teacher, "show_gold": args.show_gold, "samples": args.samples,
+                  "constrained": args.constrained,
+                  "temperature": args.temperature, "top_p": args.top_p, "max_new_tokens": args.max_new_tokens}
+        summary = build_cot(records, responder, args.out, pools=args.pools, seed=args.seed,
+                            chunk_size=args.chunk_size, config=config, overwrite=args.overwrite,
+                            skipped_lines=n_skipped)
+    except (CorpusError, RecordError, ModelNotFoundError, FileNotFoundError, ValueError) as e:
+        print(f"build_cot: error: {e}", file=sys.stderr)
+        return 1
+    total = summary["total"]
+    print(f"kept {total['kept']} of {total['records']} records; stage1 {total['stage1']}, "
+          f"stage2_pool {total['stage2_pool']}, stage3 {total['stage3']}; dropped {summary['dropped']}; "
+          f"see {args.out}/summary.md")
+    return 0
+
+
+# --------------------------------------------------- command line (build_confidence_targets.py)
+TARGETS_HELP = """Give each stage-2 record a confidence target by sampling the stage-1 (scaffold) model K times per image.
+
+Definitions (--target):
+  agreement  (default) fraction of the answered samples that give the model's majority answer: how often the
+             model says the answer it will state, an estimate of that answer's chance of being right. Samples
+             without an answer (out of format) say nothing about that answer and are left out.
+  accuracy   fraction of the K samples whose answer is the gold label. For an ambiguous image this sits below
+             the chance that the model's own (greedy) answer is right, so targets come out low.
+  local_accuracy
+             fraction of right answers (the greedy answer with --responses own, else the samples' majority
+             answer) among the --neighbours records of the same task whose
+             samples' reasoning reads most alike (TF-IDF, cosine), the record included. The gold labels
+             calibrate it, so it sees ambiguity that the model answers consistently and agreement misses
+             (emocaliber/local_accuracy.py).
+Agreement and accuracy are (k + a) / (n + a + b), n the answered samples (K under accuracy), with the Beta
+prior --prior a,b (default 0,0: none; 1,1 is Laplace). Every target is clipped into --clip (default
+0.05,0.95) and rounded half-up to two decimals. The records' answers and reasoning stay as they are (gold
+label, teacher reasoning) unless --responses own: then they are the stage-1 model's greedy response (its own
+answer in the record's `answer` field; the gold label stays), so stage 2 learns a confidence for what the model
+writes rather than the teacher's text (the demo; docs/demo.md). --mismatch drop leaves out records whose
+majority answer is not the gold label (under agreement). Records whose image fails, (except under accuracy)
+whose K samples name no candidate, or (with --responses own) whose greedy response is out of format are dropped
+and counted.
+
+Raw samples go to --samples-file (default <out stem>.samples.jsonl) as they are produced; run the same command
+again after an interruption to continue; the targets file is derived from it and ends byte-identical.
+<out stem>.summary.json holds counts, the target histogram and, for SynthEmo records, how close each
+definition comes to meta.oracle_confidence.
+
+Example: python data_prep/build_confidence_targets.py --model runs/stage1 --data data/cot/stage2_pool.jsonl \\
+             --image-root data/synthemo --samples 8 --out data/cot/stage2.jsonl
+"""
+
+
+def build_targets_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    from emocaliber.generation import add_backend_arguments
+
+    p = argparse.ArgumentParser(prog=prog, description=TARGETS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="stage-1 checkpoint (path or hub id)")
+    p.add_argument("--data", required=True, help="stage-2 pool records, e.g. build_cot's stage2_pool.jsonl")
+    p.add_argument("--image-root", required=True, help="directory the records' image paths are relative to")
+    p.add_argument("--out", required=True, help="output records file (JSONL) with confidence targets")
+    p.add_argument("--samples", type=int, default=8, help="K, samples per image (default 8)")
+    p.add_argument("--target", choices=DEFINITIONS, default="agreement", help="target definition (see above)")
+    p.add_argument("--mismatch", choices=MISMATCH_POLICIES, default="keep",
+                   help="agreement: keep or drop records whose majority answer is not the gold label")
+    p.add_argument("--responses", choices=("teacher", "own"), default="teacher",
+                   help="answer and reasoning of the written records: the input's (teacher) or the model's greedy "
+                        "response (own; written to <out stem>.own.jsonl first)")
+    p.add_argument("--prior", "--smoothing", type=float_pair("1,1"), default=(0.0, 0.0), metavar="A,B",
+                   help="Beta prior pseudo-counts (default 0,0 = none)")
+    p.add_argument("--clip", type=float_pair("0.05,0.95"), default=(0.05, 0.95), metavar="LO,HI", help="default 0.05,0.95")
+    p.add_argument("--neighbours", type=whole_number(1), default=25, metavar="N",
+                   help="local_accuracy: records per neighbourhood (default 25)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chunk-size", type=int, default=64, help="records per resumable chunk (default 64)")
+    p.add_argument("--samples-file", default=None, help="raw samples (default <out stem>.samples.jsonl)")
+    p.add_argument("--overwrite", action="store_true", help="discard existing samples and start again")
+    p.add_argument("--strict", action="store_true", help="stop at the first bad input line, do not skip it")
+    add_backend_arguments(p)
+    return p
+
+
+def targets_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """``emocaliber prepare targets`` (``data_prep/build_confidence_targets.py``)."""
+    from emocaliber.generation import backend_from_args
+    from emocaliber.modeling import ModelNotFoundError
+
+    args = build_targets_parser(prog).parse_args(argv)
+    try:
+        records, n_skipped = read_input_records(args.data, strict=args.strict)
+        settings = sampling_from_args(args)
+        backend = backend_from_args(args.model, args, progress=False)
+        responder = BackendResponder(backend, args.image_root, settings)
+        own = (BackendResponder(backend, args.image_root, replace(settings, n=1, temperature=0.0))
+               if args.responses == "own" else None)
+        config = {"model": args.model, "samples": args.samples, "temperature": args.temperature,
+                  "top_p": args.top_p, "max_new_tokens": args.max_new_tokens, "backend": args.backend,
+                  "batch_size": args.batch_size}
+        summary = build_confidence_targets(
+            records, responder, args.out, definition=args.target, mismatch=args.mismatch, prior=args.prior,
+            clip=args.clip, neighbours=args.neighbours, seed=args.seed, chunk_size=args.chunk_size,
+            samples_path=args.samples_file, config=config, overwrite=args.overwrite, skipped_lines=n_skipped,
+            own_responder=own)
+    except (CorpusError, RecordError, ModelNotFoundError, FileNotFoundError, ValueError) as e:
+        print(f"build_confidence_targets: error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {summary['written']} of {summary['records']} records to {args.out} "
+          f"(mean target {summary['mean_target']}); dropped {summary['dropped']}")
+    return 0

@@ -4,44 +4,37 @@ make_synthemo -> build_cot (rule-based teacher) -> tiny Qwen2.5-VL -> stage-1 SF
 stage-2 SFT -> stage-3 GRPO -> evaluation of every stage -> one report next to the oracle that knows each
 image's best possible confidence.
 
-Every step runs the same script a GPU user runs (``data_prep/``, ``recipes/``, ``eval/``), in this process with
-its own command line, only with the tiny configs. A step whose command line, project code and thread count are
-unchanged since it last finished is reused, so a re-run after an interruption continues where it stopped
-(``--force`` redoes everything).
+Every step calls the entry point a GPU user runs (``emocaliber prepare ...``, ``train sft|grpo``, ``eval``: the
+same ``main(argv)`` functions as the scripts under ``data_prep/``, ``recipes/`` and ``eval/``), in this process,
+with the demo's settings: the YAML files in ``recipes/demo/`` (shipped in the package, so an installed
+``emocaliber demo`` needs no checkout). This module keeps only what sizes the run. A step whose command line,
+project code and thread count are unchanged since it last finished is reused, so a re-run after an interruption
+continues where it stopped (``--force`` redoes everything).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
-import runpy
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+PACKAGE = Path(__file__).resolve().parent
+#: The demo's settings, next to the 7B recipes in a checkout (``recipes/demo``).
+RECIPES = PACKAGE / "recipes" / "demo"
 STAGES = ("base", "stage1", "stage2", "stage3")
-#: What the steps run besides their command line: the library, the scripts and the YAML configs they read.
-CODE_DIRS = ("emocaliber", "data_prep", "recipes", "eval")
-#: SynthEmo responses are 74-90 tokens with the tiny tokenizer (5 of 7,040 temperature-1 samples ran past 128);
-#: an untrained model never stops by itself, so its evaluation decodes all of them.
-MAX_NEW_TOKENS = 128
-#: The demo's world: four confusable emotions, each always blended with a partner (three across polarity), and
-#: few blends elsewhere. The tiny model never learns to see how strong a blend is (docs/demo.md), so an image's
-#: ambiguity has to come mostly with its class for calibration to be learnable on a CPU.
-WORLD_ARGS = ["--confusions", "awe:fear,fear:awe,excitement:anger,disgust:sadness", "--confusion-w", "0.55,0.7",
-              "--mix-fraction", "0.2", "--w-min", "0.8", "--w-max", "0.95"]
 
 
 def default_threads() -> int:
-    """``OMP_NUM_THREADS`` when it is a whole number (what torch would take from it), else the issue's 2 cores."""
+    """``OMP_NUM_THREADS`` when it is a whole number (what torch would take from it), else 2, the cores of the
+    machine the demo is timed on."""
     value = os.environ.get("OMP_NUM_THREADS", "")
     return int(value) if value.isdigit() and int(value) > 0 else 2
 
@@ -50,111 +43,93 @@ class DemoError(RuntimeError):
     """A step of the demo failed; the message names the step and the command to rerun it alone."""
 
 
+#: The reduced run of the test suite (``--quick``). 450 images per task leave 180 stage-2 records (with 120 the
+#: quick stage 2 stated no confidence); with 4 stage-2 epochs no stage-3 rollout parsed, so GRPO had nothing to
+#: learn from.
+QUICK: dict[str, Any] = {"n_train": 450, "n_test": 40, "samples": 4, "stage1_epochs": 4.0, "stage2_epochs": 8.0,
+                         "stage3_steps": 6, "n_bootstrap": 20}
+
+
 @dataclass
 class DemoSettings:
-    """Sizes and budgets. The defaults are the documented demo; ``quick()`` is the reduced test-suite run."""
+    """What sizes the run; every other setting is in ``recipes/demo/*.yaml``. A size left None is the YAML's."""
 
     out: str = "runs/demo"
     seed: int = 0
-    #: Every training record keeps its label (the teacher is shown it): 1,100 per task give as many records as
-    #: 1,500 gave through the correctness filter, which made the confusable classes look easier than the test
-    #: set (docs/demo.md).
-    n_train: int = 1100
-    #: Stage-1 / stage-2 / stage-3 shares of the records (the paper: 0.6, 0.3, 0.1). GRPO needs several
-    #: prompts per class: with 220 (10-21 per class) 300 steps learned their label draws and lost 8.6 points of
-    #: VSA accuracy; with 660 it calibrated seeds 0 and 1 without losing any, but not seed 2 (docs/demo.md).
-    pools: tuple[float, float, float] = (0.5, 0.2, 0.3)
-    n_test: int = 1000  # per task, as VECBench; 300 left about +-5 points of AUROC noise
-    #: Stage-1 samples per stage-2 image; local_accuracy reads only their reasoning, to find neighbours. Its
-    #: targets from the first 8 of 16 samples came as close to the oracle's confidence as from all 16 (Pearson
-    #: 0.906 vs 0.903 over six seeds; 4 gave 0.898), at half the step's time (docs/demo.md, "Session 19").
-    samples: int = 8
-    #: Stage-2 targets: the stage-1 model's accuracy among the 25 stage-2 records it describes most alike
-    #: (emocaliber.local_accuracy); agreement missed the classes whose label is ambiguous but whose answer is not.
-    target: str = "local_accuracy"
-    target_neighbours: int = 25
-    #: Stage-2 records carry the stage-1 model's greedy answer and reasoning, not the teacher's: with the
-    #: teacher's, stage 2 learned its pool's label draws (VSA accuracy +2.9 and -5.0 against stage 1 on seeds 2
-    #: and 3) and stated one confidence for answers the model gives with different reliability (docs/demo.md).
-    stage2_responses: str = "own"
-    #: With 2 epochs stage 1 on seeds 6-8 never named some VER classes (seed 8: disgust, excitement and sadness
-    #: right 0-2% of the time, against the oracle's 69-88%; VER accuracy 0.71 x the oracle's). With 3, VER is
-    #: 0.93-1.00 x the oracle's on the eight seeds tried, though one class of the look-alike awe/fear pair can
-    #: still go unnamed (docs/demo.md, "Session 18").
-    stage1_epochs: float = 3.0
-    stage2_epochs: float = 6.0
-    #: GRPO steps. 300 until session 19: evaluated at their step-200 checkpoint, the same runs (ten one-thread runs
-    #: of six seeds, and make demo's seed 0) missed 34 stage-3 checks instead of 39, with a mean in-distribution
-    #: ECE of 3.5 instead of 3.9; the last 100 steps move the greedy confidence back and forth (docs/demo.md).
-    stage3_steps: int = 200
-    #: GRPO (docs/demo.md): a third of recipes/tiny/stage3.yaml's rate (3e-4 broke the format and cost 8 points
-    #: of accuracy); one prompt with 16 completions per step instead of 2 x 8, and a KL weight of 0.1: with
-    #: groups of 8 the baseline was too noisy and the confidence of ambiguous images drifted up (AUROC lost).
-    stage3_lr: float = 1e-4
-    stage3_generations: int = 16
-    stage3_beta: float = 0.1
-    #: The confidence tokens learn from the calibration score alone (emocaliber.train.credit): with TRL's
-    #: sequence credit, GRPO raised the stated confidence of the demo's VER group in two seeds of three. The
-    #: other tokens learn nothing but the KL term: with the full reward on them, GRPO learned the stage-3 prompts'
-    #: label draws and moved answers by up to 7 points, which on seed 2 turned VSA's ranking upside down
-    #: (docs/demo.md). At the calibration term's reward weight (0.25) the confidence barely moved in 300 steps.
-    stage3_credit: str = "confidence_only"
-    stage3_credit_weight: float = 1.0
-    #: Rollout temperature (recipes/tiny/stage3.yaml: 1.0). At 1.0 a third of the rollouts broke the format and
-    #: taught nothing; at 0.7, 95-97% parse. Over seeds 0-3 it missed 8 of the stage-3 targets against 10, and on
-    #: seed 3, run after the choice, it kept the AUROC that 1.0 lost (docs/demo.md).
-    stage3_temperature: float = 0.7
-    eval_temperature: float = 0.0
-    n_bootstrap: int = 200
+    n_train: int | None = None          # SynthEmo training images per task (prepare.yaml: synthemo n-train)
+    n_test: int | None = None           # test images per task (synthemo n-test)
+    samples: int | None = None          # stage-1 samples per stage-2 image (targets samples)
+    stage1_epochs: float | None = None  # stage1.yaml num_train_epochs
+    stage2_epochs: float | None = None  # stage2.yaml num_train_epochs
+    stage3_steps: int | None = None     # stage3.yaml max_steps
+    n_bootstrap: int | None = None      # bootstrap resamples of each evaluation (eval n-bootstrap)
     #: torch's intra-op threads in every step but the evaluations. The table depends on them (a float sum is
     #: split another way), so the demo fixes them rather than taking torch's one per core: the same seed then
     #: gives the same table on any machine with the same CPU type, however many cores it has.
     threads: int = field(default_factory=default_threads)
     #: The four evaluations run last, this many at a time, each in its own process with one torch thread. Greedy
-    #: decoding with the tiny model hardly gains from a second thread (41 s against 44 s per evaluation) while
-    #: two processes do twice the work, and their predictions are the same byte for byte as with two threads.
+    #: decoding with the tiny model hardly gains from a second thread while two processes do twice the work, and
+    #: their predictions are the same byte for byte as with two threads.
     eval_workers: int = 2
     force: bool = False
 
     @classmethod
-    def quick(cls, out: str, seed: int = 0) -> DemoSettings:
-        # 450 images per task leave 180 stage-2 records; with 120 the quick stage 2 stated no confidence. With 4
-        # stage-2 epochs no stage-3 rollout parsed, so GRPO had no advantage to learn from (only float noise moved
-        # the weights); 8 give rollouts with a readable, varied confidence.
-        return cls(out=out, seed=seed, n_train=450, n_test=40, samples=4, stage1_epochs=4.0, stage2_epochs=8.0,
-                   stage3_steps=6, n_bootstrap=20)
+    def quick(cls, out: str, seed: int = 0, **sizes: Any) -> DemoSettings:
+        """The quick sizes; a size given here (not None) takes precedence."""
+        chosen = {**QUICK, **{k: v for k, v in sizes.items() if v is not None}}
+        return cls(out=out, seed=seed, **chosen)
 
 
-@contextlib.contextmanager
-def _argv(argv: list[str]) -> Iterator[None]:
-    saved = sys.argv
-    sys.argv = argv
+def load_recipe(name: str) -> dict[str, Any]:
+    """One of the demo's YAML files as a mapping."""
+    import yaml
+
+    with open(RECIPES / name, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def options(values: dict[str, Any]) -> list[str]:
+    """A YAML section as command-line options: ``{"n-test": 40, "no-progress": true}`` -> ``--n-test 40
+    --no-progress``; false or null leaves the option out."""
+    argv: list[str] = []
+    for key, value in values.items():
+        if value is True:
+            argv.append(f"--{key}")
+        elif value is not None and value is not False:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def run_command(name: str, args: Sequence[str]) -> None:
+    """Call ``emocaliber NAME ARGS`` as a function in this process (imports stay warm); a non-zero exit is a
+    :class:`DemoError` naming the command to rerun alone."""
+    command = f"emocaliber {name} {' '.join(map(str, args))}"
     try:
-        yield
-    finally:
-        sys.argv = saved
+        code = _entry(name)(list(map(str, args)))
+    except SystemExit as e:  # argparse and the training entry points exit on a user's mistake
+        code = e.code
+    if code not in (0, None):
+        raise DemoError(f"emocaliber {name} exited with {code}; rerun it alone with: {command}")
 
 
-def run_script(script: str, args: Sequence[str]) -> None:
-    """Run a repository script as ``python script args`` would, in this process (imports stay warm)."""
-    path = REPO / script
-    argv = [str(path), *map(str, args)]
-    try:
-        with _argv(argv):
-            runpy.run_path(str(path), run_name="__main__")
-    except SystemExit as e:
-        if e.code not in (0, None):
-            raise DemoError(f"{script} exited with {e.code}; rerun it alone with: python {' '.join(argv[0:1])} "
-                            f"{' '.join(argv[1:])}") from None
+def _entry(name: str) -> Callable[[list[str]], int | None]:
+    """The ``main(argv)`` of an ``emocaliber`` command, or of a ``module:function`` outside the table."""
+    import importlib
+
+    from emocaliber.cli import COMMANDS, load
+
+    if name in COMMANDS:
+        return load(name)
+    module, _, function = name.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
-def code_digest(root: Path = REPO) -> str:
-    """SHA-256 over the project's code and configs (``CODE_DIRS``), so that a finished step is not reused after a
-    change its command line does not show (an edited recipe YAML, a fixed parser); installed libraries are not
+def code_digest(root: Path = PACKAGE) -> str:
+    """SHA-256 over the package's code and the demo's YAML files, so that a finished step is not reused after a
+    change its command line does not show (an edited recipe, a fixed parser); installed libraries are not
     covered (``--force``)."""
     digest = hashlib.sha256()
-    for path in sorted(p for d in CODE_DIRS for p in (root / d).rglob("*")
-                       if p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts):
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
@@ -245,51 +220,48 @@ class Pipeline:
 
     # -------------------------------------------------------------------------------------------- the steps
     def plan(self) -> list[tuple[str, list[str], Callable[[], None]]]:
+        """(step name, command line, run) in order; a command line is ``[command, *args]`` of ``emocaliber``."""
         s, o = self.s, self.out
         data, cot = self.output("synthemo"), self.output("cot")
-        seed = str(s.seed)
+        prepare = load_recipe("prepare.yaml")
+        seed = ["--seed", str(s.seed)]
 
-        def script(path: str, args: list[str]) -> tuple[list[str], Callable[[], None]]:
-            return [path, *args], lambda: run_script(path, args)
+        def sizes(**values: Any) -> dict[str, Any]:  # the sizes this run sets; None leaves the YAML's
+            return {k: v for k, v in values.items() if v is not None}
+
+        def command(name: str, args: list[str]) -> tuple[list[str], Callable[[], None]]:
+            return [name, *args], lambda: run_command(name, args)
+
+        def stage(number: int, model: Path, train_file: Path, **size: Any) -> list[str]:
+            return ["--config", str(RECIPES / f"stage{number}.yaml"), "--model_name_or_path", str(model),
+                    "--train_file", str(train_file), "--image_root", str(data),
+                    "--output_dir", str(o / f"stage{number}"), *seed, *options(sizes(**size))]
 
         steps: list[tuple[str, list[str], Callable[[], None]]] = []
-        steps.append(("synthemo", *script("data_prep/make_synthemo.py", [
-            "--out", str(data), "--n-train", str(s.n_train), "--n-test", str(s.n_test), "--seed", seed,
-            *WORLD_ARGS, "--no-progress"])))
-        steps.append(("cot", *script("data_prep/build_cot.py", [
-            "--records", str(data / "train.jsonl"), "--image-root", str(data), "--out", str(cot),
-            "--teacher", "synthemo", "--show-gold", "--pools", ",".join(map(str, s.pools)), "--seed", seed])))
-        steps.append(("base", ["build_tiny_model", str(o / "base"), seed],
+        steps.append(("synthemo", *command("prepare synthemo", [
+            "--out", str(data), *seed,
+            *options({**prepare["synthemo"], **sizes(**{"n-train": s.n_train, "n-test": s.n_test})})])))
+        steps.append(("cot", *command("prepare cot", [
+            "--records", str(data / "train.jsonl"), "--image-root", str(data), "--out", str(cot), *seed,
+            *options(prepare["cot"])])))
+        steps.append(("base", ["build_tiny_model", str(o / "base"), str(s.seed)],
                       lambda: _build_base(o / "base", s.seed)))
-        steps.append(("stage1", *script("recipes/stage1_sft.py", [
-            "--config", str(REPO / "recipes/tiny/stage1.yaml"), "--model_name_or_path", str(o / "base"),
-            "--train_file", str(cot / "stage1.jsonl"), "--image_root", str(data), "--output_dir", str(o / "stage1"),
-            "--num_train_epochs", str(s.stage1_epochs), "--seed", seed])))
-        steps.append(("targets", *script("data_prep/build_confidence_targets.py", [
+        steps.append(("stage1", *command("train sft", stage(
+            1, o / "base", cot / "stage1.jsonl", num_train_epochs=s.stage1_epochs))))
+        steps.append(("targets", *command("prepare targets", [
             "--model", str(o / "stage1"), "--data", str(cot / "stage2_pool.jsonl"), "--image-root", str(data),
-            "--samples", str(s.samples), "--out", str(o / "targets" / "stage2.jsonl"), "--seed", seed,
-            "--max-new-tokens", str(MAX_NEW_TOKENS), "--batch-size", "16",
-            "--target", s.target, "--neighbours", str(s.target_neighbours), "--responses", s.stage2_responses])))
-        steps.append(("stage2", *script("recipes/stage2_sft.py", [
-            "--config", str(REPO / "recipes/tiny/stage2.yaml"), "--model_name_or_path", str(o / "stage1"),
-            "--train_file", str(o / "targets" / "stage2.jsonl"), "--image_root", str(data),
-            "--output_dir", str(o / "stage2"), "--num_train_epochs", str(s.stage2_epochs), "--seed", seed])))
-        steps.append(("stage3", *script("recipes/stage3_grpo.py", [
-            "--config", str(REPO / "recipes/tiny/stage3.yaml"), "--model_name_or_path", str(o / "stage2"),
-            "--train_file", str(cot / "stage3.jsonl"), "--image_root", str(data), "--output_dir", str(o / "stage3"),
-            "--max_steps", str(s.stage3_steps), "--learning_rate", str(s.stage3_lr),
-            "--num_generations", str(s.stage3_generations), "--beta", str(s.stage3_beta),
-            "--temperature", str(s.stage3_temperature),
-            "--confidence_credit", s.stage3_credit, "--confidence_credit_weight", str(s.stage3_credit_weight),
-            "--seed", seed])))
-        for stage in STAGES:
-            args = ["--model", str(o / stage), "--data", str(data / "test.jsonl"), "--image-root", str(data),
-                    "--out", str(o / "eval" / stage), "--backend", "transformers", "--temperature",
-                    str(s.eval_temperature), "--max-new-tokens", str(MAX_NEW_TOKENS), "--batch-size", "32", "--chunk-size", "64",
-                    "--seed", seed, "--n-bootstrap", str(s.n_bootstrap), "--no-progress"]
-            if stage in ("base", "stage1"):
-                args.append("--no-confidence")
-            steps.append((f"eval-{stage}", *script("eval/run_vecbench.py", args)))
+            "--out", str(o / "targets" / "stage2.jsonl"), *seed,
+            *options({**prepare["targets"], **sizes(samples=s.samples)})])))
+        steps.append(("stage2", *command("train sft", stage(
+            2, o / "stage1", o / "targets" / "stage2.jsonl", num_train_epochs=s.stage2_epochs))))
+        steps.append(("stage3", *command("train grpo", stage(
+            3, o / "stage2", cot / "stage3.jsonl", max_steps=s.stage3_steps))))
+        for name in STAGES:
+            steps.append((f"eval-{name}", *command("eval", [
+                "--model", str(o / name), "--data", str(data / "test.jsonl"), "--image-root", str(data),
+                "--out", str(o / "eval" / name), *seed,
+                *options({**prepare["eval"], **sizes(**{"n-bootstrap": s.n_bootstrap})}),
+                *(["--no-confidence"] if name in ("base", "stage1") else [])])))
         return steps
 
     def run(self) -> dict[str, Any]:
@@ -328,7 +300,8 @@ def _read_marker(path: Path) -> Any:
 
 
 def _evaluation_worker(command: list[str]) -> tuple[float, str]:
-    """Run one evaluation script with one torch thread, its output kept; returns its seconds and that output."""
+    """Run one evaluation command with one torch thread, its output kept; returns its seconds and that output."""
+    import contextlib
     import io
     import traceback
 
@@ -339,12 +312,13 @@ def _evaluation_worker(command: list[str]) -> tuple[float, str]:
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
         try:
-            run_script(command[0], command[1:])
+            run_command(command[0], command[1:])
         except DemoError as e:
             raise DemoError(f"{e}\n{printed.getvalue()[-2000:]}") from None
         except Exception:  # noqa: BLE001 - a crash: its traceback as text, so the pool finishes the others
-            raise DemoError(f"{command[0]} crashed; rerun it alone with: python {' '.join(command)}\n"
-                            f"{printed.getvalue()[-2000:]}{traceback.format_exc()[-3000:]}") from None
+            raise DemoError(f"emocaliber {command[0]} crashed; rerun it alone with: emocaliber "
+                            f"{' '.join(command)}\n{printed.getvalue()[-2000:]}{traceback.format_exc()[-3000:]}"
+                            ) from None
     return time.perf_counter() - t0, printed.getvalue()
 
 
@@ -356,59 +330,59 @@ def _build_base(out: Path, seed: int) -> None:
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from emocaliber.argtypes import whole_number
-    from emocaliber.corpora import DEFINITIONS
 
-    d = DemoSettings()
-    p.add_argument("--out", default=d.out, help="run directory (default %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of every step (default %(default)s)")
-    p.add_argument("--n-train", type=int, default=d.n_train, help="SynthEmo training images (default %(default)s)")
-    p.add_argument("--n-test", type=int, default=d.n_test, help="SynthEmo test images per task (default %(default)s)")
-    p.add_argument("--samples", type=int, default=d.samples,
-                   help="stage-1 samples per image for the confidence targets (default %(default)s)")
-    p.add_argument("--target", choices=DEFINITIONS, default=d.target,
-                   help="stage-2 confidence target (data_prep/build_confidence_targets.py; default %(default)s)")
-    p.add_argument("--target-neighbours", type=whole_number(1), default=d.target_neighbours,
-                   help="records per neighbourhood of the local_accuracy target (default %(default)s)")
-    p.add_argument("--stage2-responses", choices=("own", "teacher"), default=d.stage2_responses,
-                   help="answer and reasoning of the stage-2 records: the stage-1 model's greedy response, or the "
-                        "teacher's text as in the paper's corpus (default %(default)s)")
-    p.add_argument("--stage3-steps", type=int, default=d.stage3_steps, help="GRPO steps (default %(default)s)")
-    p.add_argument("--eval-temperature", type=float, default=d.eval_temperature,
-                   help="decoding temperature of the evaluation, 0 = greedy (default %(default)s; the paper: 0.7)")
+    p.add_argument("--out", default=DemoSettings.out, help="run directory (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every step (default %(default)s)")
+    p.add_argument("--quick", action="store_true",
+                   help="the reduced sizes the test suite runs (a few minutes): " + ", ".join(
+                       f"{k.replace('_', '-')} {v}" for k, v in QUICK.items())
+                   + "; a size flag given with it takes precedence")
+    sizes = p.add_argument_group("sizes (default: recipes/demo/*.yaml, or --quick's)")
+    sizes.add_argument("--n-train", type=whole_number(1), help="SynthEmo training images per task")
+    sizes.add_argument("--n-test", type=whole_number(1), help="SynthEmo test images per task")
+    sizes.add_argument("--samples", type=whole_number(1), help="stage-1 samples per image for the confidence targets")
+    sizes.add_argument("--stage1-epochs", type=float, help="stage-1 SFT epochs")
+    sizes.add_argument("--stage2-epochs", type=float, help="stage-2 SFT epochs")
+    sizes.add_argument("--stage3-steps", type=whole_number(1), help="GRPO steps")
+    sizes.add_argument("--n-bootstrap", type=whole_number(0), help="bootstrap resamples of each evaluation")
     p.add_argument("--threads", type=whole_number(1), default=None,
                    help="torch threads of every step but the evaluations; the table depends on them (default: "
                         "OMP_NUM_THREADS if set, else 2)")
-    p.add_argument("--eval-workers", type=whole_number(1), default=d.eval_workers,
+    p.add_argument("--eval-workers", type=whole_number(1), default=DemoSettings.eval_workers,
                    help="evaluations run at a time, each a process with one torch thread (default %(default)s)")
-    p.add_argument("--quick", action="store_true", help="the reduced size the test suite runs (a few minutes)")
     p.add_argument("--force", action="store_true", help="redo every step even if it finished before")
     return p
 
 
-def run_demo(args: argparse.Namespace, prog: str = "emocaliber demo") -> int:
+def settings_from_args(args: argparse.Namespace) -> DemoSettings:
+    """The run's settings: ``--quick``'s sizes or the YAML's, a size flag given taking precedence over either."""
+    size_names = [f.name for f in fields(DemoSettings) if f.name in QUICK]
+    given = {name: getattr(args, name) for name in size_names}
     if args.quick:
-        settings = DemoSettings.quick(args.out, args.seed)
+        settings = DemoSettings.quick(args.out, args.seed, **given)
     else:
-        settings = DemoSettings(out=args.out, seed=args.seed, n_train=args.n_train, n_test=args.n_test,
-                                samples=args.samples, target=args.target, target_neighbours=args.target_neighbours,
-                                stage2_responses=args.stage2_responses, stage3_steps=args.stage3_steps,
-                                eval_temperature=args.eval_temperature)
+        settings = DemoSettings(out=args.out, seed=args.seed, **given)
     if args.threads is not None:
         settings.threads = args.threads
     settings.eval_workers = args.eval_workers
     settings.force = args.force
+    return settings
+
+
+def run_demo(args: argparse.Namespace, prog: str = "emocaliber demo") -> int:
     try:
-        Pipeline(settings).run()
+        Pipeline(settings_from_args(args)).run()
     except DemoError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m emocaliber.demo", description=__doc__,
+def main(argv: Sequence[str] | None = None, prog: str = "emocaliber demo") -> int:
+    """``emocaliber demo`` (``make demo``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    return run_demo(add_demo_arguments(parser).parse_args(argv))
+    return run_demo(add_demo_arguments(parser).parse_args(argv), prog)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Why it is shaped this way:
   single batched call seeded from (seed, chunk index). A run killed at any moment resumes where it stopped and
   ends with the same bytes as an uninterrupted run; a finished run is never redone unless asked.
 - The predictions file keeps raw responses only. Parsing happens when the report is made, so the strict rules and
-  the original evaluation's rules ("emocaliber") are both reported from one generation pass.
+  the original evaluation's rules ("release") are both reported from one generation pass.
 - An image that will not load costs that item only (an error row, response null), never the run; a bad line in the
   data file is counted and skipped unless ``strict``. Problems with the inputs of the run itself (missing model,
   unreadable data file, unknown task, an output directory holding a different run) raise :class:`EvalError` with
@@ -37,7 +37,7 @@ from emocaliber.tasks import canonical_task_name, list_tasks
 #: The release's decoding for evaluation (one sample at temperature 0.7, up to 1024 new tokens).
 RELEASE_TEMPERATURE = 0.7
 RELEASE_MAX_NEW_TOKENS = 1024
-PARSE_MODES = ("strict", "emocaliber")
+PARSE_MODES = ("strict", "release")
 PREDICTIONS_FILE = "predictions.jsonl"
 RUN_CONFIG_FILE = "run_config.json"
 #: Settings that decide the bytes of predictions.jsonl; resuming with any of them changed would mix two runs.
@@ -89,7 +89,7 @@ class EvalConfig:
             if getattr(self, name) < 1:
                 raise EvalError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.parse_mode not in (*PARSE_MODES, "both"):
-            raise EvalError(f"--parse-mode must be strict, emocaliber or both, got {self.parse_mode!r}")
+            raise EvalError(f"--parse-mode must be strict, release or both, got {self.parse_mode!r}")
         if self.n_bootstrap < 0:
             raise EvalError(f"--n-bootstrap must be >= 0, got {self.n_bootstrap}")
         if self.tasks is not None:
@@ -307,7 +307,7 @@ def make_chunk_processor(backend: Any, image_root: Path, settings: Any, with_con
     An item whose image fails to load gets ``settings.n`` error rows (response null) and the rest of the chunk
     goes on. The chunk's seed replaces the settings' seed, so a redone chunk samples what it sampled before.
     """
-    from emocaliber.generation import ImageLoadError
+    from emocaliber.images import ImageLoadError
 
     def process(chunk: list[Record], chunk_seed: int) -> list[dict[str, Any]]:
         requests, errors = [], {}
@@ -497,7 +497,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
                                                              "processor, which the release's evaluation used too)")
     r = p.add_argument_group("report")
     r.add_argument("--parse-mode", choices=(*PARSE_MODES, "both"), default=d.parse_mode,
-                   help="strict: this project's parser; emocaliber: the original evaluation's rules, for "
+                   help="strict: this project's parser; release: the original evaluation's rules, for "
                         "comparison with the paper; both (default)")
     r.add_argument("--no-confidence", dest="with_confidence", action="store_false",
                    help="ask the stage-1 question (reasoning + answer, no confidence instruction), for scaffold "

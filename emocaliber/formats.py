@@ -29,15 +29,18 @@ the image root is the folder that holds ``images/``'s content.
 
 from __future__ import annotations
 
+import argparse
 import ast
+import json
+import logging
 import os
 import re
-from collections.abc import Iterable, Iterator
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
+from emocaliber.images import load_record_image
 from emocaliber.parsing import parse_response
 from emocaliber.prompts import SYSTEM_PROMPT, build_messages, record_prompt, record_target
 from emocaliber.records import (
@@ -74,12 +77,6 @@ class FormatError(ValueError):
 
 
 # --- shared helpers ------------------------------------------------------------------------------------------
-
-
-def load_image(record: Record, image_root: str | os.PathLike) -> Image.Image:
-    """The record's image as a loaded RGB PIL image (file closed)."""
-    with Image.open(resolve_image(image_root, record.image)) as im:
-        return im.convert("RGB")
 
 
 def record_columns(record: Record) -> dict[str, Any]:
@@ -193,7 +190,7 @@ def to_trl_prompt_completion(record: Record, *, with_confidence: bool, image_roo
     row: dict[str, Any] = {"prompt": messages[:-1] if completion else messages}
     if completion:
         row["completion"] = messages[-1:]
-    row["images"] = [load_image(record, image_root)]
+    row["images"] = [load_record_image(record, image_root)]
     return row | record_columns(record)
 
 
@@ -201,7 +198,7 @@ def to_trl_messages(record: Record, *, with_confidence: bool, image_root: str | 
                     system_prompt: str | None = SYSTEM_PROMPT) -> dict[str, Any]:
     """A TRL conversational language-modelling row: ``messages`` (with the assistant target) and ``images``."""
     messages = training_messages(record, with_confidence=with_confidence, system_prompt=system_prompt)
-    return {"messages": messages, "images": [load_image(record, image_root)]} | record_columns(record)
+    return {"messages": messages, "images": [load_record_image(record, image_root)]} | record_columns(record)
 
 
 def record_from_trl(row: dict[str, Any]) -> Record:
@@ -545,3 +542,76 @@ def export_records(records: Iterable[Record], fmt: str, out: str | os.PathLike, 
         return write_jsonl(out, (to_vec_cot(r, style=style, with_confidence=with_confidence,
                                             image_prefix=image_prefix) for r in records))
     raise ValueError(f"unknown export format {fmt!r}; use one of {EXPORT_FORMATS}")
+
+
+# -------------------------------------------------------------- command line (import_released.py)
+RELEASED_HELP = """Import the released VECBench test file and VEC-CoT stage files as records, or export records to other formats.
+
+  import: test_8k.jsonl -> <out>/test.jsonl; each VEC-CoT file -> <out>/<same name> (split "train"), reasoning
+          and confidence parsed from the assistant text. Bad lines are counted (file:line) in
+          <out>/import_summary.json and skipped; --strict exits 1 if there were any.
+  export: records -> released test format, verl parquet (stage 3), ms-swift messages+images, or
+          Qwen-style conversations. (TRL rows hold PIL images and are built in memory by the recipes:
+          emocaliber.formats.to_trl_prompt_completion / to_trl_messages.)
+
+Released image paths look like images/<dataset folder>/<original path>; records keep the part after
+--image-prefix, so the image root is <release>/images.
+
+The released files: VECBench/ is the Hugging Face dataset wudq/VECBench (images/ and VEC-CoT/), EmoCaliber/ the
+GitHub repository wdqqdw/EmoCaliber (input_data/test_8k.jsonl). An imported record keeps the file's question and
+assistant text, and training uses them verbatim (docs/training.md, "The released VEC-CoT files").
+
+Examples:
+  python data_prep/import_released.py import --test EmoCaliber/input_data/test_8k.jsonl \\
+      --cot VECBench/VEC-CoT/stage1_86k.jsonl --cot VECBench/VEC-CoT/stage2_43k_w_conf.jsonl \\
+      --cot VECBench/VEC-CoT/stage3_14k.jsonl --out data/released
+  python data_prep/import_released.py export --records data/released/stage3_14k.jsonl --to verl \\
+      --image-root VECBench/images --out data/verl/train.parquet
+"""
+
+
+def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=RELEASED_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    imp = sub.add_parser("import", help="released files -> records")
+    imp.add_argument("--test", help="released test file (input_data/test_8k.jsonl)")
+    imp.add_argument("--cot", action="append", default=[], help="a VEC-CoT stage file (repeatable)")
+    imp.add_argument("--out", required=True, help="output folder for the records files")
+    imp.add_argument("--image-prefix", default=IMAGE_PREFIX, help=f"prefix stripped from image paths "
+                                                                   f"(default {IMAGE_PREFIX!r})")
+    imp.add_argument("--strict", action="store_true", help="exit 1 if any line was skipped")
+    exp = sub.add_parser("export", help="records -> another format")
+    exp.add_argument("--records", required=True, help="records JSONL file")
+    exp.add_argument("--to", required=True, choices=EXPORT_FORMATS, help="target format")
+    exp.add_argument("--out", required=True, help="output file (.jsonl, or .parquet for verl)")
+    exp.add_argument("--image-root", help="image root of the records (needed for verl: image bytes are embedded)")
+    exp.add_argument("--no-confidence", action="store_true", help="stage-1 prompts/targets without <confidence>")
+    exp.add_argument("--image-prefix", default=IMAGE_PREFIX, help="prefix put before image paths (released/CoT)")
+    exp.add_argument("--data-source", default=DATA_SOURCE, help=f"verl data_source (default {DATA_SOURCE!r})")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """``emocaliber prepare released`` (``data_prep/import_released.py``)."""
+    args = parse_args(argv, prog)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "export":
+        # An export is a training or test file: a bad record stops it (naming file and line) rather than leaving
+        # a file that silently lacks rows.
+        try:
+            n = export_records(iter_record_file(args.records), args.to, args.out, image_root=args.image_root,
+                               with_confidence=not args.no_confidence, image_prefix=args.image_prefix,
+                               data_source=args.data_source)
+        except (RecordError, FileNotFoundError, ValueError) as e:  # FormatError is a ValueError
+            print(f"import_released.py: error: {e}; nothing was written to {args.out}", file=sys.stderr)
+            return 1
+        print(f"wrote {n} rows to {args.out}")
+        return 0
+    if not args.test and not args.cot:
+        print("error: give --test and/or --cot", file=sys.stderr)
+        return 2
+    written, skips = import_released_files(args.out, test=args.test, cot=args.cot, image_prefix=args.image_prefix)
+    summary = {"written": written, "skipped": skips.to_dict()}
+    Path(args.out, "import_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(", ".join(f"{name}: {n} records" for name, n in written.items()) + f"; {skips.total()} lines skipped")
+    return 1 if args.strict and skips.total() else 0

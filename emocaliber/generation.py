@@ -24,16 +24,13 @@ from typing import Any, Protocol, TypeVar
 
 from PIL import Image
 
+from emocaliber.images import load_record_image
 from emocaliber.prompts import SYSTEM_PROMPT, TEACHER_STRUCTURE, build_messages
-from emocaliber.records import Record, RecordError, resolve_image
+from emocaliber.records import Record
 from emocaliber.resume import chunk_seed
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class ImageLoadError(ValueError):
-    """A record's image is missing, outside the dataset root or not decodable."""
 
 
 @dataclass
@@ -82,45 +79,6 @@ class GenerationBackend(Protocol):
         """``settings.n`` texts per request, in request order."""
 
 
-#: Qwen2.5-VL's image processor refuses an image whose long side is 200 times its short side or more
-#: ("absolute aspect ratio must be smaller than 200").
-MAX_ASPECT_RATIO = 200
-
-
-def image_size_problem(width: int, height: int) -> str | None:
-    """Why Qwen2.5-VL's processor would refuse an image of this size, or None. Checked when the image is
-    loaded, because the processor's own error comes from inside a batch and would take the batch (and a long
-    run) down with it instead of costing that one item."""
-    if min(width, height) < 1:
-        return f"is {width}x{height} pixels: empty"
-    ratio = max(width, height) / min(width, height)
-    if ratio >= MAX_ASPECT_RATIO:
-        return (f"is {width}x{height} pixels, aspect ratio {ratio:.0f}:1; Qwen2.5-VL takes only images under "
-                f"{MAX_ASPECT_RATIO}:1 (crop or pad it)")
-    return None
-
-
-def load_image(record: Record, image_root: str | os.PathLike) -> Image.Image:
-    """The record's image as RGB, fully decoded now so a broken file fails here and not inside a batch.
-
-    Messages read ``record '<id>': <kind>: <detail>`` so the report can count error rows by kind."""
-    try:
-        path = resolve_image(image_root, record.image)
-    except RecordError as e:
-        raise ImageLoadError(f"record {record.id!r}: {e}") from None
-    try:
-        with Image.open(path) as im:
-            problem = image_size_problem(*im.size)  # the header says the size: no decoding a refused image
-            image = None if problem else im.convert("RGB")
-    except FileNotFoundError:
-        raise ImageLoadError(f"record {record.id!r}: image not found: {path}; check --image-root") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageLoadError(f"record {record.id!r}: image could not be decoded: {path} ({e})") from None
-    if image is None:
-        raise ImageLoadError(f"record {record.id!r}: image size not accepted: {path} {problem}")
-    return image
-
-
 def record_request(
     record: Record,
     *,
@@ -137,7 +95,7 @@ def record_request(
     uses it to show the gold label). ``constrained=True`` attaches :func:`contract_regex` for the record's
     candidates. Raises :class:`ImageLoadError` naming the record and path.
     """
-    image = load_image(record, image_root)
+    image = load_record_image(record, image_root)
     messages = build_messages(record, with_confidence=with_confidence, system_prompt=system_prompt)
     extra = [t for t in (TEACHER_STRUCTURE if teacher else None, hint) if t]
     if extra:

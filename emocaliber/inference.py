@@ -15,15 +15,19 @@ Choices and why:
   temperature 0.7 (pass ``temperature=0.7`` to match it).
 - The response is read with the strict parser by default: the label is set only when the answer names one
   candidate; ``valid`` and ``problems`` say whether the whole format (five-part reasoning, answer, confidence)
-  was respected. ``parse_mode="emocaliber"`` applies the original evaluation's substring rules instead.
+  was respected. ``parse_mode="release"`` applies the original evaluation's substring rules instead.
 - Images are local only: a path, a PIL image or an H x W x 3 uint8 array. URLs are refused rather than fetched,
   so the library never makes network requests on a caller's behalf (the model download aside).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import math
 import os
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -101,44 +105,31 @@ def resolve_candidates(candidates: Sequence[str] | str | None = None, task: str 
 def load_image(image: Any):
     """``image`` as an RGB PIL image: a local path, a PIL image or an H x W x 3 uint8 array. Never fetches URLs.
 
-    A size the model's processor would refuse (e.g. 600 x 2 pixels) is an :class:`InputError` here rather than
-    a traceback from inside generation."""
-    from emocaliber.generation import image_size_problem
-
-    rgb = _read_image(image)
-    problem = image_size_problem(*rgb.size)
-    if problem:
-        where = f"image {os.fspath(image)}" if isinstance(image, (str, os.PathLike)) else "the image"
-        raise InputError(f"{where} {problem}")
-    return rgb
-
-
-def _read_image(image: Any):
-    """:func:`load_image` before its size check."""
+    Files go through the project's one loader (:func:`emocaliber.images.open_image`); a size the model's processor
+    would refuse (e.g. 600 x 2 pixels) is an :class:`InputError` here rather than a traceback from inside
+    generation."""
     from PIL import Image
 
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, (str, os.PathLike)):
-        text = os.fspath(image)
-        if _URL.match(text):
-            raise InputError(f"{text[:80]} is a URL; EmoCaliber does not download images: save it and pass the "
-                             "local file path (or a PIL image)")
-        path = Path(text).expanduser()
-        try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except FileNotFoundError:
-            raise InputError(f"image not found: {path}") from None
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise InputError(f"image {path} could not be read as an image ({e})") from None
-    if type(image).__module__ == "numpy" and type(image).__name__ == "ndarray":
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype.name != "uint8":
-            raise InputError(f"an image array must be H x W x 3 uint8 (RGB), got shape {image.shape} and "
-                             f"dtype {image.dtype}")
-        import numpy as np
+    from emocaliber.images import ImageLoadError, check_image, open_image
 
-        return Image.fromarray(np.ascontiguousarray(image))
+    try:
+        if isinstance(image, Image.Image):
+            return check_image(image)
+        if isinstance(image, (str, os.PathLike)):
+            text = os.fspath(image)
+            if _URL.match(text):
+                raise InputError(f"{text[:80]} is a URL; EmoCaliber does not download images: save it and pass "
+                                 "the local file path (or a PIL image)")
+            return open_image(Path(text).expanduser())
+        if type(image).__module__ == "numpy" and type(image).__name__ == "ndarray":
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype.name != "uint8":
+                raise InputError(f"an image array must be H x W x 3 uint8 (RGB), got shape {image.shape} and "
+                                 f"dtype {image.dtype}")
+            import numpy as np
+
+            return check_image(Image.fromarray(np.ascontiguousarray(image)))
+    except ImageLoadError as e:
+        raise InputError(str(e)) from None
     raise InputError(f"an image must be a file path, a PIL image or an H x W x 3 uint8 numpy array, "
                      f"got {type(image).__name__}")
 
@@ -253,3 +244,99 @@ class EmoCaliber:
                                   raw=raw, valid=parsed.valid_format, problems=list(parsed.problems),
                                   candidates=labels))
         return out
+
+
+# ------------------------------------------------------------------------------- the predict command
+PREDICT_DESCRIPTION = """\
+Ask EmoCaliber which emotion an image evokes: it reasons in five steps, names one label from the candidates
+and says how confident it is. Prints the label and confidence (or everything as JSON with --json).
+
+Candidates come from --candidates (comma-separated) or from a task's label set (--task); with neither, the
+eight Mikels emotions of EmoSet-8 are offered. Candidates exactly 'positive,negative' ask the sentiment question.
+Images are local files; URLs are refused (nothing is downloaded except the model itself)."""
+
+PREDICT_EPILOG = """\
+examples:
+  %(prog)s photo.jpg                                   # released model, the eight Mikels emotions
+  %(prog)s photo.jpg --task WebEmo-7                   # that task's labels
+  %(prog)s photo.jpg --candidates positive,negative    # sentiment
+  %(prog)s a.jpg b.jpg --model ckpt/stage3 --json      # a local checkpoint, one JSON object per line
+  %(prog)s photo.jpg --temperature 0.7                 # sample like the release's evaluation (default: greedy)
+
+The first use of the default model downloads it from the Hugging Face hub (wudq/EmoCaliber, about 16 GB)."""
+
+
+def _temperature(text: str) -> float:
+    """A sampling temperature: a finite number >= 0, refused by the parser rather than after the model loads."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 (0 = greedy), got {text}")
+    return value
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from emocaliber.argtypes import whole_number
+
+    _positive_int = whole_number(1)
+    p = parser
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image file(s): jpg, png, ...")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub id (default %(default)s)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--task", help="use this task's labels as candidates, e.g. FI-8, WebEmo-25, FI-2")
+    which.add_argument("--candidates", metavar="A,B,C", help="comma-separated labels to choose from")
+    p.add_argument("--json", action="store_true", help="print each prediction as one JSON object per line, with "
+                                                       "the reasoning and the raw response")
+    p.add_argument("--temperature", type=_temperature, default=0.0, help="0 = greedy (default %(default)s)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=DEFAULT_MAX_NEW_TOKENS,
+                   help="longest response in tokens (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed when --temperature > 0 (default 0)")
+    p.add_argument("--backend", choices=("transformers", "vllm", "auto"), default="transformers",
+                   help="generation backend (default %(default)s)")
+    p.add_argument("--device", help="torch device for the transformers backend, e.g. cuda:0 or cpu "
+                                    "(default: the first GPU if any, else cpu)")
+    p.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float16", "float32"),
+                   help="weight dtype (default %(default)s: the checkpoint's)")
+    p.add_argument("--min-pixels", type=_positive_int, help="image pixel lower bound (default: the checkpoint's "
+                                                            "processor, which the release's evaluation used too)")
+    p.add_argument("--max-pixels", type=_positive_int, help="image pixel upper bound (default: the checkpoint's "
+                                                            "processor, which the release's evaluation used too)")
+    p.add_argument("--parse-mode", choices=("strict", "release"), default="strict",
+                   help="strict: the label only when the answer names one candidate; release: the original "
+                        "evaluation's substring rules (default %(default)s)")
+    return p
+
+
+def run_predict(args: argparse.Namespace, prog: str) -> int:
+    from emocaliber.modeling import ModelNotFoundError
+
+    try:
+        # Inputs first: a typo in a task or a path should not wait for a 16 GB model to load.
+        resolve_candidates(args.candidates, args.task)
+        images = [load_image(path) for path in args.images]
+        model = EmoCaliber.from_pretrained(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
+                                           min_pixels=args.min_pixels, max_pixels=args.max_pixels,
+                                           parse_mode=args.parse_mode)
+        predictions = model.predict_batch(images, candidates=args.candidates, task=args.task,
+                                          temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                                          seed=args.seed)
+    except (ModelNotFoundError, InputError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    for path, pred in zip(args.images, predictions):
+        if args.json:
+            print(json.dumps({"image": path, **pred.to_dict()}, ensure_ascii=False))
+        else:
+            print(f"{path}\t{pred.summary()}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "emocaliber predict") -> int:
+    """``emocaliber predict``: label images from the command line."""
+    from emocaliber.evaluation import OneLineErrorParser
+
+    parser = OneLineErrorParser(prog=prog, description=PREDICT_DESCRIPTION, epilog=PREDICT_EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    return run_predict(add_predict_arguments(parser).parse_args(argv), prog)

@@ -14,7 +14,7 @@ in the denominator. The same synthetic data scores 0.066 to 0.146 across them. S
 every confidence at 1e-6 resolution, ``q = round(c * 10**6)``, and bins in integer arithmetic:
 ``k = min(q * M // 10**6, M - 1)``, i.e. bins ``[k/M, (k+1)/M)`` with the last one closed, so 0.0 and 1.0 are
 both counted and 0.3 starts bin 3. Bin sums of ``q`` are exact integers, so float32 and float64 inputs give
-bit-identical ECE. ``scheme="emocaliber"`` reproduces the release's rule exactly, for comparison with the paper
+bit-identical ECE. ``scheme="release"`` reproduces the release's rule exactly, for comparison with the paper
 only.
 
 Bootstrap: items are resampled with replacement inside each task (so a group's task mix is fixed), by record when
@@ -43,13 +43,13 @@ THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 COVERAGES = (0.5, 0.8)
 #: NLL clipping (NLL is undefined at c = 0 and c = 1): half of the 0.01 grid step, so no two-decimal value is moved.
 NLL_EPS = 0.005
-ECE_SCHEMES = ("canonical", "emocaliber", "equal_mass", "unique")
+ECE_SCHEMES = ("canonical", "release", "equal_mass", "unique")
 
 #: Metric names in report order (all fractions except the counts).
 COUNT_METRICS = ("n", "n_missing_confidence")
 METRICS = (
     "accuracy", "weighted_f1", "confidence_rate", "accuracy_with_confidence", "mean_confidence",
-    "ece_10", "ece_15", "ece_emocaliber", "ece_equal_mass", "ece_unique", "mce_10",
+    "ece_10", "ece_15", "ece_release", "ece_equal_mass", "ece_unique", "mce_10",
     "brier", "brier_reliability", "brier_resolution", "brier_uncertainty", "nll", "nll_clipped_fraction",
     "auroc", "aurc", "e_aurc", *(f"selective_accuracy_cov{round(k * 100)}" for k in COVERAGES),
 )
@@ -187,7 +187,7 @@ def _ece_rows(cells: _Cells, n_bins: int, scheme: str) -> np.ndarray:
         ends -= len(run_q) * np.arange(rows)[:, None]
         edges = run_edges[np.hstack([np.zeros((rows, 1), dtype=np.int64), ends])]
         _, sb, qb = cells.range_sums(edges)
-    elif scheme == "emocaliber":
+    elif scheme == "release":
         # The release: np.linspace float edges, lo <= c < hi on the float values, so c == 1.0 is in no bin but
         # stays in N; bin confidence sums are taken from the float values as well.
         edges = np.searchsorted(cells.values, np.linspace(0, 1, n_bins + 1), side="left")
@@ -295,7 +295,7 @@ def _calibration_rows(cells: _Cells, n_all: np.ndarray) -> tuple[dict[str, np.nd
         "mean_confidence": _safe_div(cells.n @ cells.values, cells.total),
         "ece_10": _ece_rows(cells, 10, "canonical"),
         "ece_15": _ece_rows(cells, 15, "canonical"),
-        "ece_emocaliber": _ece_rows(cells, 10, "emocaliber"),
+        "ece_release": _ece_rows(cells, 10, "release"),
         "ece_equal_mass": _ece_rows(cells, 10, "equal_mass"),
         "ece_unique": _ece_rows(cells, 10, "unique"),
         "mce_10": _mce_rows(cells, 10, 1),
@@ -367,7 +367,7 @@ def _cells(confidences: Any, correct: Any) -> _Cells | None:
 def ece(confidences: Any, correct: Any, n_bins: int = 10, scheme: str = "canonical") -> float:
     """Expected calibration error, sum_bins (|B|/N) |acc(B) - conf(B)|.
 
-    ``scheme``: "canonical" (equal-width, integer binning described in the module docstring), "emocaliber"
+    ``scheme``: "canonical" (equal-width, integer binning described in the module docstring), "release"
     (the release: ``np.linspace`` float edges, ``lo <= c < hi``, c == 1.0 in no bin but in N; applied to the
     float64 values, as the release parses text into Python floats), "equal_mass" (``n_bins`` bins of about N/M
     items that never split a block of equal confidences), "unique" (one bin per distinct value; ``n_bins`` unused).
@@ -510,7 +510,7 @@ def reliability_table(confidences: Any, correct: Any, n_bins: int | None = None)
 
 
 # ------------------------------------------------------------------------------ aggregation and bootstrap
-PAPER_METRICS = ("accuracy", "weighted_f1", "ece_10", "ece_emocaliber", "brier", "auroc")
+PAPER_METRICS = ("accuracy", "weighted_f1", "ece_10", "ece_release", "brier", "auroc")
 _CHUNK = 250  # bootstrap rows processed at once: bounds memory at ~100 MB for 8k items
 
 
@@ -719,7 +719,7 @@ def evaluate_items(tasks: Sequence[str], predictions: Sequence[str | None], trut
         "n_bootstrap": n_bootstrap, "seed": seed, "ci_level": ci, "ci_method": "percentile",
         "bootstrap_strata": "task", "bootstrap_unit": boot_unit, "nll_clip": NLL_EPS,
         "coverages": list(COVERAGES), "thresholds": list(THRESHOLDS),
-        "ece": "ece_10/ece_15/mce_10: canonical integer binning [k/M,(k+1)/M), last bin closed; ece_emocaliber: "
+        "ece": "ece_10/ece_15/mce_10: canonical integer binning [k/M,(k+1)/M), last bin closed; ece_release: "
                "the release's 10 float-edged bins, c=1.0 in no bin but in N; ece_equal_mass: 10 tie-preserving "
                "equal-mass bins; ece_unique: one bin per distinct value",
     }

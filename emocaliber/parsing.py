@@ -19,7 +19,7 @@ Two modes:
       percent sign such as ``0.85%``, which may mean 0.85 or 0.0085) is ``None``.
     * ``valid_format``: a think block with all five parts closed, a non-empty answer and a valid confidence.
 
-``"emocaliber"`` (the released evaluation, ``evaluate_multi_task_conf_from_merged.py`` and
+``"release"`` (the released evaluation, ``evaluate_multi_task_conf_from_merged.py`` and
 ``extract_verb_confidence.py``, reproduced exactly)
     * label: lower-case the whole response; take the first ``<answer>(.*?)</answer>`` match *without* DOTALL
       (the content may not span a newline). If its content is non-empty, the label is the first candidate in
@@ -54,7 +54,7 @@ from functools import lru_cache
 from emocaliber.prompts import format_confidence, format_reasoning, format_target
 from emocaliber.records import REASONING_PARTS
 
-MODES = ("strict", "emocaliber")
+MODES = ("strict", "release")
 
 _PART_TAGS = tuple((p, f"<{p}>", f"</{p}>") for p in REASONING_PARTS)
 _TRAILING = string.punctuation + string.whitespace + "\u3002\uff01\uff1f\uff0c\u2026\u201d\u2019"
@@ -287,7 +287,7 @@ def _parse_strict(text: str, candidates: object, problems: list[str]) -> ParsedR
     return ParsedResponse(label, confidence, answer, reasoning, valid, tuple(problems))
 
 
-def _parse_emocaliber(text: str, candidates: object, problems: list[str]) -> ParsedResponse:
+def _parse_release(text: str, candidates: object, problems: list[str]) -> ParsedResponse:
     lowered = text.lower()
     answer = first_line_span(lowered, "<answer>", "</answer>")
     scanned = answer if answer else lowered
@@ -326,7 +326,7 @@ def parse_response(text: object, candidates: object = (), mode: str = "strict") 
     try:
         if mode == "strict":
             return _parse_strict(text, candidates, problems)
-        return _parse_emocaliber(text, candidates, problems)
+        return _parse_release(text, candidates, problems)
     except Exception as exc:  # noqa: BLE001 -- a parser bug must not end a long evaluation; it is reported
         return ParsedResponse(problems=(f"internal parser error: {type(exc).__name__}: {exc}",))
 

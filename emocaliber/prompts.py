@@ -74,7 +74,7 @@ def record_target(record: Record, *, with_confidence: bool) -> str:
     # Kept inside [0.01, 0.99]: rounding alone would write 0.996 as "1.00", which the release's 0 < c < 1 format
     # gate rejects and which teaches a model to claim certainty.
     confidence = min(max(record.confidence, 0.01), 0.99) if with_confidence else None
-    return format_target(record.reasoning, record.answer or record.ground_truth, confidence)
+    return format_target(record.reasoning, record.stated_answer, confidence)
 
 
 def build_messages(

@@ -66,7 +66,7 @@ class Record:
         if self.answer is not None and self.answer not in self.candidates:
             raise RecordError(f"record {self.id!r}: answer {self.answer!r} is not one of the candidates "
                               f"{self.candidates}")
-        if self.answer == self.ground_truth:  # one form for "states the ground truth": unset
+        if self.answer == self.ground_truth:  # stored unset: read stated_answer
             self.answer = None
         if self.reasoning is not None:
             missing = [p for p in REASONING_PARTS if not isinstance(self.reasoning.get(p), str)]
@@ -80,6 +80,17 @@ class Record:
             if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or not 0 < c < 1:
                 raise RecordError(f"record {self.id!r}: confidence must be a number in (0, 1), got {c!r}")
             self.confidence = float(c)
+
+    @property
+    def stated_answer(self) -> str:
+        """The label the record's SFT target states: its own ``answer`` when it carries one, else the ground
+        truth. Read this, never ``answer is None``, to ask what a record says."""
+        return self.answer if self.answer is not None else self.ground_truth
+
+    @property
+    def states_ground_truth(self) -> bool:
+        """Whether the label the record states is its ground truth."""
+        return self.stated_answer == self.ground_truth
 
     @property
     def task_spec(self):

@@ -382,7 +382,7 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
-_CAL_COLUMNS = (("ECE10", "ece_10"), ("ECE15", "ece_15"), ("ECE release rule", "ece_emocaliber"),
+_CAL_COLUMNS = (("ECE10", "ece_10"), ("ECE15", "ece_15"), ("ECE release rule", "ece_release"),
                 ("ECE equal-mass", "ece_equal_mass"), ("ECE unique", "ece_unique"), ("MCE10", "mce_10"),
                 ("Brier", "brier"), ("REL", "brier_reliability"), ("RES", "brier_resolution"),
                 ("UNC", "brier_uncertainty"), ("NLL", "nll"), ("AUROC", "auroc"), ("AURC", "aurc"),
@@ -412,7 +412,7 @@ def _mode_markdown(r: dict[str, Any]) -> list[str]:
         for g, b in [*r["groups"].items(), ("Overall", r["overall"])]:
             blk = b[key]
             rows.append((g, _pct_ci(blk, "accuracy"), _pct_ci(blk, "weighted_f1"), _pct_ci(blk, "ece_10"),
-                         _pct(blk["metrics"]["ece_emocaliber"]), _pct_ci(blk, "brier"), _pct_ci(blk, "auroc"),
+                         _pct(blk["metrics"]["ece_release"]), _pct_ci(blk, "brier"), _pct_ci(blk, "auroc"),
                          blk["metrics"]["n"], blk["metrics"]["n_missing_confidence"]))
         lines += _table(("Group", "Acc", "wF1", "ECE", "ECE release rule", "Brier", "AUROC", "N",
                          "N without confidence"), rows)
@@ -462,7 +462,7 @@ def report_markdown(metrics: dict[str, Any]) -> str:
              ("Rows with an error or no parsable label count as wrong; rows without a parsable confidence are "
              "left out of calibration metrics only. ECE uses the canonical binning ([k/10, (k+1)/10), last bin "
              "closed); 'ECE release rule' reproduces the released script (c = 1.0 in no bin) for comparison with "
-             "the paper, whose numbers also assume 'emocaliber' parsing. Binned ECE is biased upward under "
+             "the paper, whose numbers also assume 'release' parsing. Binned ECE is biased upward under "
              "resampling, so on small groups its interval can sit above the point estimate."), ""]
     if metrics.get("unreadable_lines"):
         lines += [(f"Unreadable lines skipped: {len(metrics['unreadable_lines'])} "
@@ -512,12 +512,18 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
             m = b["paper"]["metrics"]
             lo_hi = b["paper"].get("ci", {}).get("ece_10") or [None, None]
             ci = f" [{_pct(lo_hi[0])}, {_pct(lo_hi[1])}]" if lo_hi[0] is not None else ""
+            # The release-rules summary also shows the release's own ECE rule, each ECE labelled by its rule.
+            release_ece = f"  ECE-rel {_pct(m['ece_release'])}" if mode == "release" else ""
             lines.append(f"[{mode}] {g:<10} Acc {_pct(m['accuracy'])}  wF1 {_pct(m['weighted_f1'])}  "
-                         f"ECE {_pct(m['ece_10'])}{ci}  Brier {_pct(m['brier'])}  AUROC {_pct(m['auroc'])}  "
-                         f"n={m['n']}")
+                         f"ECE10 {_pct(m['ece_10'])}{ci}{release_ece}  Brier {_pct(m['brier'])}  "
+                         f"AUROC {_pct(m['auroc'])}  n={m['n']}")
         if "oracle" in r:
             m = r["oracle"]["overall"]["paper"]["metrics"]
-            lines.append(f"[{mode}] oracle     Acc {_pct(m['accuracy'])}  ECE {_pct(m['ece_10'])}  "
+            lines.append(f"[{mode}] oracle     Acc {_pct(m['accuracy'])}  ECE10 {_pct(m['ece_10'])}  "
                          f"Brier {_pct(m['brier'])}  AUROC {_pct(m['auroc'])}  n={m['n']}")
-    lines.append("(Acc/wF1 = mean over tasks, calibration pooled, as the paper; x100; ECE bracket = 95% CI)")
+    lines.append("(x100. Acc/wF1: mean over the group's tasks, calibration pooled over its rows, the paper's group "
+                 "convention. ECE10: canonical 10 bins [k/10, (k+1)/10), last closed; bracket = 95% CI)")
+    if "release" in modes:
+        lines.append("(ECE-rel: the release script's rule, np.linspace edges with c = 1.0 in no bin, for comparison "
+                     "with the paper; the release's row rules differ too: docs/evaluation.md)")
     return lines

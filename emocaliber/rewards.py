@@ -5,7 +5,7 @@ one finite float per completion; it never raises on model output. ``completions`
 (``[{"role": "assistant", "content": str | [{"type": "text", "text": ...}, ...]}]``); the dataset columns
 ``ground_truth`` and ``candidates`` arrive as per-completion lists.
 
-* :func:`emocaliber_reward` is the release's ``cus_reward.py`` reproduced exactly (its own format gate and
+* :func:`release_reward` is the release's ``cus_reward.py`` reproduced exactly (its own format gate and
   single-word correctness rule), kept for comparison with the paper.
 * The project's rewards judge a completion with :func:`emocaliber.parsing.parse_response` in strict mode and
   the ``candidates`` column, so training optimises what evaluation measures. They are
@@ -146,7 +146,7 @@ def _release_score(text: str | None, ground_truth: Any) -> tuple[float, bool, in
     return 1.0 + 2.0 * (i * math.log(c) + (1 - i) * math.log(1.0 - c)) + i, True, i, c
 
 
-def emocaliber_reward(completions: Any = None, ground_truth: Any = None, **kwargs: Any) -> list[float]:
+def release_reward(completions: Any = None, ground_truth: Any = None, **kwargs: Any) -> list[float]:
     """The release's stage-3 reward: ``1 + i + 2 (i ln c + (1 - i) ln(1 - c))``, or -5 if the format is broken.
 
     Format gate: :func:`emocaliber.parsing.release_format` (0 < c < 1 strictly). Correctness: the first
@@ -437,7 +437,7 @@ spherical_reward = WeightedReward("spherical", 1.0, 1.0, 1.0, name="spherical_re
 calibrated_log_reward = WeightedReward("log", 1.0, 1.0, 0.25, name="calibrated_log_reward")
 
 REWARDS: dict[str, RewardFunc] = {
-    "emocaliber": emocaliber_reward,
+    "release": release_reward,
     "calibrated_log": calibrated_log_reward,
     "brier": brier_reward,
     "spherical": spherical_reward,
@@ -462,11 +462,11 @@ def get_reward_funcs(names: Sequence[str] | str) -> list[RewardFunc]:
 
 
 def _combined(reward: str | WeightedReward) -> str | WeightedReward:
-    if isinstance(reward, WeightedReward) or reward == "emocaliber":
+    if isinstance(reward, WeightedReward) or reward == "release":
         return reward
     func = REWARDS.get(reward) if isinstance(reward, str) else None
     if not isinstance(func, WeightedReward):
-        raise KeyError(f"{reward!r} is not a complete reward; use 'emocaliber' or a WeightedReward name "
+        raise KeyError(f"{reward!r} is not a complete reward; use 'release' or a WeightedReward name "
                        f"({', '.join(k for k, v in REWARDS.items() if isinstance(v, WeightedReward))})")
     return func
 

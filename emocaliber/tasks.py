@@ -1,8 +1,9 @@
 """The task registry: every task the project knows, its label list in prompt order, and its group.
 
 Label strings are matched verbatim by the released evaluation, so they keep the released spellings
-(``cheerfullness``, ``irritabilty``) and the released candidate order. Later modules (SynthEmo, EmoNet-Face)
-add their tasks with :func:`register_task`; nothing else in the project hard-codes a label list.
+(``cheerfullness``, ``irritabilty``) and the released candidate order. Every task, the embedded SynthEmo world's
+included, is one row of :data:`TASKS`: the registry is data, the same whatever was imported first, and a new
+task is one more row. Nothing else in the project hard-codes a label list.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ID_VSA, ID_VER, OOD_VER = "ID VSA", "ID VER", "OOD VER"
-#: Groups in report order. SynthEmo registers its own groups (see ``emocaliber.synthemo``).
-GROUPS: list[str] = [ID_VSA, ID_VER, OOD_VER]
+#: SynthEmo's groups (``emocaliber.synthemo``): its polarity task, its eight emotions, its shifted-style test set.
+SYNTH_VSA, SYNTH_VER, SYNTH_OOD = "Synth VSA", "Synth VER", "Synth OOD"
+#: Groups in report order.
+GROUPS: tuple[str, ...] = (ID_VSA, ID_VER, OOD_VER, SYNTH_VSA, SYNTH_VER, SYNTH_OOD)
 
 #: Mikels' eight emotions in the order the released EmoSet-8 candidates use (positives first).
 MIKELS_8 = ("awe", "amusement", "contentment", "excitement", "anger", "sadness", "fear", "disgust")
@@ -71,21 +74,30 @@ class TaskSpec:
             raise ValueError(f"task {self.name!r}: kind must be 'sentiment' or 'emotion', got {self.kind!r}")
 
 
-_REGISTRY: dict[str, TaskSpec] = {}
-_ALIASES: dict[str, str] = {}
-
-
-def register_task(spec: TaskSpec, aliases: tuple[str, ...] = (), *, replace: bool = False) -> TaskSpec:
-    """Add a task (and input aliases for it). Re-registering an identical spec is a no-op."""
-    old = _REGISTRY.get(spec.name)
-    if old is not None and old != spec and not replace:
-        raise ValueError(f"task {spec.name!r} is already registered with a different spec")
-    _REGISTRY[spec.name] = spec
-    for alias in aliases:
-        _ALIASES[alias] = spec.name
-    if spec.group not in GROUPS:
-        GROUPS.append(spec.group)
-    return spec
+#: Every task: its spec and the other spellings accepted on input (matched case-insensitively anyway).
+TASKS: tuple[tuple[TaskSpec, tuple[str, ...]], ...] = (
+    (TaskSpec("FI-2", POLARITY_2, ID_VSA, "FI", "sentiment"), ()),
+    (TaskSpec("WebEmo-2", POLARITY_2, ID_VSA, "WebEmo", "sentiment"), ()),
+    (TaskSpec("FI-8", MIKELS_8, ID_VER, "FI"), ()),
+    (TaskSpec("EmoSet-8", MIKELS_8, ID_VER, "EmoSet"), ()),
+    (TaskSpec("WebEmo-7", WEBEMO_7, ID_VER, "WebEmo"), ()),
+    (TaskSpec("WebEmo-25", WEBEMO_25, ID_VER, "WebEmo"), ()),
+    (TaskSpec("Abstract-8", MIKELS_8, OOD_VER, "Abstract"), ()),
+    (TaskSpec("Artphoto-8", MIKELS_8, OOD_VER, "ArtPhoto"), ("ArtPhoto-8",)),
+    (TaskSpec("UnbiasedEmo-6", UNBIASEDEMO_6, OOD_VER, "UnbiasedEmo"), ("UnbaisedEmo-6",)),
+    # SynthEmo-2 is the polarity of SynthEmo-8's images (as FI-2 of FI-8's); SynthEmo-OOD-8 is test only.
+    (TaskSpec("SynthEmo-2", POLARITY_2, SYNTH_VSA, "SynthEmo", "sentiment"), ()),
+    (TaskSpec("SynthEmo-8", MIKELS_8, SYNTH_VER, "SynthEmo"), ()),
+    (TaskSpec("SynthEmo-OOD-8", MIKELS_8, SYNTH_OOD, "SynthEmo"), ()),
+)
+_REGISTRY: dict[str, TaskSpec] = {spec.name: spec for spec, _ in TASKS}
+_ALIASES: dict[str, str] = {alias: spec.name for spec, aliases in TASKS for alias in aliases}
+_FOLDED: dict[str, str] = {k.lower(): _ALIASES.get(k, k) for k in [*_REGISTRY, *_ALIASES]}
+for _spec, _ in TASKS:
+    if _spec.group not in GROUPS:
+        raise ValueError(f"task {_spec.name!r}: group {_spec.group!r} is not one of GROUPS")
+if len({name.lower() for name in _REGISTRY}) != len(TASKS):
+    raise ValueError("two tasks share a name (case-insensitively)")
 
 
 def canonical_task_name(name: str) -> str:
@@ -96,13 +108,10 @@ def canonical_task_name(name: str) -> str:
         return name
     if name in _ALIASES:
         return _ALIASES[name]
-    if name.lower().startswith("synthemo"):
-        import emocaliber.synthemo  # noqa: F401  (registers the SynthEmo tasks on import)
-    folded = {k.lower(): k for k in list(_REGISTRY) + list(_ALIASES)}
-    key = folded.get(name.strip().lower())
+    key = _FOLDED.get(name.strip().lower())
     if key is None:
-        raise KeyError(f"unknown task {name!r}; registered tasks: {', '.join(sorted(_REGISTRY))}")
-    return _ALIASES.get(key, key)
+        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_REGISTRY))}")
+    return key
 
 
 def get_task(name: str) -> TaskSpec:
@@ -111,7 +120,7 @@ def get_task(name: str) -> TaskSpec:
 
 
 def list_tasks(group: str | None = None) -> list[TaskSpec]:
-    """Registered tasks (optionally one group's), sorted by name."""
+    """Known tasks (optionally one group's), sorted by name."""
     return [t for _, t in sorted(_REGISTRY.items()) if group is None or t.group == group]
 
 
@@ -124,19 +133,6 @@ def tasks_by_group() -> dict[str, list[str]]:
             out[g] = names
     return out
 
-
-for _spec, _aliases in [
-    (TaskSpec("FI-2", POLARITY_2, ID_VSA, "FI", "sentiment"), ()),
-    (TaskSpec("WebEmo-2", POLARITY_2, ID_VSA, "WebEmo", "sentiment"), ()),
-    (TaskSpec("FI-8", MIKELS_8, ID_VER, "FI"), ()),
-    (TaskSpec("EmoSet-8", MIKELS_8, ID_VER, "EmoSet"), ()),
-    (TaskSpec("WebEmo-7", WEBEMO_7, ID_VER, "WebEmo"), ()),
-    (TaskSpec("WebEmo-25", WEBEMO_25, ID_VER, "WebEmo"), ()),
-    (TaskSpec("Abstract-8", MIKELS_8, OOD_VER, "Abstract"), ()),
-    (TaskSpec("Artphoto-8", MIKELS_8, OOD_VER, "ArtPhoto"), ("ArtPhoto-8",)),
-    (TaskSpec("UnbiasedEmo-6", UNBIASEDEMO_6, OOD_VER, "UnbiasedEmo"), ("UnbaisedEmo-6",)),
-]:
-    register_task(_spec, _aliases)
 
 #: The nine VECBench tasks, in the released evaluation's TASK_ORDER.
 VECBENCH_TASKS = ("Abstract-8", "Artphoto-8", "EmoSet-8", "FI-2", "FI-8", "UnbiasedEmo-6", "WebEmo-2",

@@ -1,12 +1,9 @@
 #!/usr/bin/env python
-"""Evaluate a checkpoint on VECBench (or any records file); the same as `emocaliber eval`.
-
-All logic is in emocaliber.evaluation; run with --help for the options and examples.
-"""
+"""Evaluate a checkpoint on VECBench or any records file (`emocaliber eval`); run with --help."""
 
 import sys
 
 from emocaliber.evaluation import main
 
 if __name__ == "__main__":
-    sys.exit(main(prog="run_vecbench.py"))
+    sys.exit(main(sys.argv[1:], prog="run_vecbench.py"))

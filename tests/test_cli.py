@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emocaliber.cli import COMMANDS, build_parser, main
+from emocaliber import cli
+from emocaliber.cli import COMMANDS, main
 from emocaliber.evaluation import build_eval_parser
 from emocaliber.parsing import parse_response
 from emocaliber.records import Record, write_jsonl
@@ -31,36 +32,66 @@ def _option_strings(parser) -> set[str]:
     return {s for a in parser._actions for s in a.option_strings}
 
 
-def test_eval_subcommand_and_script_share_their_options():
-    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["eval"]
-    assert _option_strings(sub) == _option_strings(build_eval_parser())
+def test_eval_subcommand_and_script_share_their_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    sub = capsys.readouterr().out
+    assert all(opt in sub for opt in _option_strings(build_eval_parser()))
     assert {"--model", "--data", "--image-root", "--tasks", "--backend", "--samples", "--temperature", "--top-p",
             "--batch-size", "--max-new-tokens", "--out", "--seed", "--parse-mode", "--overwrite",
-            "--n-bootstrap"} <= _option_strings(sub)
+            "--n-bootstrap"} <= _option_strings(build_eval_parser())
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["--help"], ["predict", "eval", "examples:"]),
+    (["--help"], ["predict", "eval", "prepare synthemo", "train sft", "train grpo", "merge-lora", "demo",
+                  "examples:"]),
     (["predict", "--help"], ["examples:", "wudq/EmoCaliber", "--candidates", "--task", "--json"]),
     (["eval", "--help"], ["examples:", "test_8k.jsonl", "resume", "--parse-mode"]),
+    (["prepare", "cot", "--help"], ["--teacher", "stage1.jsonl"]),
+    (["train", "sft", "--help"], ["--with_confidence", "--learning_rate", "stage1_sft.py"]),
+    (["demo", "--help"], ["--quick", "--out"]),
 ])
 def test_help_explains_with_examples(argv, expected, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)
-    assert exit_.value.code == 0
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 0
     text = capsys.readouterr().out
     assert all(e in text for e in expected), text
 
 
-def test_commands_are_a_registry_a_new_one_can_join():
-    assert [c.name for c in COMMANDS] == ["predict", "eval", "demo"]
-    extra = type(COMMANDS[0])("extra", "run something", "d", "", lambda p: p.add_argument("--out"),
-                              lambda args, prog: 7)
-    parser = build_parser([*COMMANDS, extra])
-    args = parser.parse_args(["extra", "--out", "x"])
-    assert args._run(args, "emocaliber extra") == 7 and args.out == "x"
-    args = parser.parse_args(["demo", "--quick", "--out", "y"])
-    assert args.quick and args.out == "y"
+def test_every_command_is_a_main_function_that_takes_argv():
+    """The table names a ``main(argv)``-style function for every command, each importable; the table is data."""
+    import inspect
+
+    assert set(COMMANDS) == {"prepare vecbench", "prepare released", "prepare webemo", "prepare synthemo",
+                             "prepare cot", "prepare targets", "train sft", "train grpo", "merge-lora", "eval",
+                             "predict", "demo"}
+    for name in COMMANDS:
+        entry = cli.load(name)
+        assert next(iter(inspect.signature(entry).parameters)) == "argv", name
+
+
+def test_a_command_joins_with_one_line(monkeypatch):
+    import types
+
+    module = types.ModuleType("extra_command")
+    module.main = lambda argv=None: 7 if list(argv) == ["--out", "x"] else 1
+    monkeypatch.setitem(sys.modules, "extra_command", module)
+    monkeypatch.setitem(COMMANDS, "extra", "extra_command:main")
+    assert main(["extra", "--out", "x"]) == 7
+    assert cli.resolve(["prepare", "cot", "--x"]) == ("prepare cot", ["--x"])
+    assert cli.resolve(["nothing"]) is None
+
+
+@pytest.mark.parametrize("argv, message", [(["nosuch"], "unknown command 'nosuch'"),
+                                           (["prepare"], "'prepare' needs one of: vecbench, released"),
+                                           (["train", "ppo"], "'train' needs one of: sft, grpo")])
+def test_unknown_command_is_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
 
 
 def test_predict_prints_json_with_the_parsed_answer(tiny_model_dir, image, capsys):
@@ -145,8 +176,8 @@ def test_script_reports_a_missing_model_without_traceback(tmp_path):
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys; from emocaliber.cli import build_parser; build_parser().format_help(); "
-            "assert 'torch' not in sys.modules")
+    code = ("import sys; from emocaliber.cli import main; main(['--help']); "
+            "assert 'torch' not in sys.modules and 'emocaliber.demo' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

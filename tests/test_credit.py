@@ -105,7 +105,7 @@ def test_confidence_credit_config_errors(tiny_model_dir, train_file, tmp_path):
         with pytest.raises(ConfigError, match="confidence_credit_weight"):
             GRPOScriptArgs(**bad)
     with pytest.raises(ConfigError, match="needs a calibration term"):
-        build_trainer(model, data, GRPOScriptArgs(reward_funcs=["emocaliber"], confidence_credit="calibration"),
+        build_trainer(model, data, GRPOScriptArgs(reward_funcs=["release"], confidence_credit="calibration"),
                       _config(tmp_path))
     with pytest.raises(ConfigError, match="scale_rewards: none"):
         build_trainer(model, data, GRPOScriptArgs(confidence_credit="calibration"),

@@ -13,7 +13,7 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-from emocaliber.demo import CODE_DIRS, DemoError, DemoSettings, Pipeline, code_digest
+from emocaliber.demo import DemoError, DemoSettings, Pipeline, code_digest
 from emocaliber.demo_report import KEYS, STAGES, eval_rows
 from emocaliber.metrics import auroc, ece
 from emocaliber.parsing import parse_response
@@ -73,7 +73,7 @@ def test_demo_stage2_learns_from_the_stage1_models_own_responses(demo):
     own = {row["id"]: row["responses"][0] for _, row in iter_jsonl(out / "targets" / "stage2.own.jsonl")}
     for record in read_records(out / "targets" / "stage2.jsonl"):
         parsed = parse_response(own[record.id], record.candidates, mode="strict")
-        assert (record.answer or record.ground_truth) == parsed.label
+        assert record.stated_answer == parsed.label
         assert record.reasoning == {part: parsed.reasoning[part] for part in REASONING_PARTS}
 
 
@@ -87,16 +87,62 @@ def test_demo_rerun_reuses_finished_steps(demo):
 
 
 def test_code_digest_follows_code_and_configs_only(tmp_path):
-    for d in CODE_DIRS:
-        (tmp_path / d).mkdir()
-    (tmp_path / "recipes" / "tiny.yaml").write_text("learning_rate: 1.0e-4\n")
-    (tmp_path / "emocaliber" / "parsing.py").write_text("X = 1\n")
+    (tmp_path / "recipes" / "demo").mkdir(parents=True)
+    (tmp_path / "recipes" / "demo" / "stage3.yaml").write_text("learning_rate: 1.0e-4\n")
+    (tmp_path / "parsing.py").write_text("X = 1\n")
     before = code_digest(tmp_path)
-    (tmp_path / "emocaliber" / "notes.md").write_text("not code")
-    (tmp_path / "README.md").write_text("outside the code")
+    (tmp_path / "notes.md").write_text("not code")
     assert code_digest(tmp_path) == before
-    (tmp_path / "recipes" / "tiny.yaml").write_text("learning_rate: 3.0e-4\n")
+    (tmp_path / "recipes" / "demo" / "stage3.yaml").write_text("learning_rate: 3.0e-4\n")
     assert code_digest(tmp_path) != before
+
+
+def test_the_demo_runs_what_its_recipes_say():
+    """The settings the full demo trains and evaluates with are the YAML files' (recipes/demo), parsed the way
+    each entry point parses them: the values the documented demo has always used."""
+    from trl import GRPOConfig, SFTConfig, TrlParser
+
+    from emocaliber.train.configs import DataArgs, ModelArgs, parse_args_and_config
+    from emocaliber.train.grpo import GRPOScriptArgs
+
+    plan = {name: key for name, key, _ in Pipeline(DemoSettings(out="runs/x"), log=lambda _: None).plan()}
+    assert [key[0] for key in plan.values()] == ["prepare synthemo", "prepare cot", "build_tiny_model", "train sft",
+                                                "prepare targets", "train sft", "train grpo"] + ["eval"] * 4
+    sft = TrlParser((ModelArgs, DataArgs, SFTConfig))
+    _, data1, stage1 = parse_args_and_config(sft, plan["stage1"][1:])
+    _, data2, stage2 = parse_args_and_config(TrlParser((ModelArgs, DataArgs, SFTConfig)), plan["stage2"][1:])
+    assert (stage1.num_train_epochs, stage1.learning_rate, data1.with_confidence) == (3.0, 5e-3, False)
+    assert (stage2.num_train_epochs, stage2.learning_rate, data2.with_confidence) == (6.0, 2e-3, True)
+    grpo = TrlParser((ModelArgs, DataArgs, GRPOScriptArgs, GRPOConfig))
+    _, _, script, stage3 = parse_args_and_config(grpo, plan["stage3"][1:])
+    assert (stage3.learning_rate, stage3.temperature, stage3.num_generations, stage3.beta, stage3.max_steps) == (
+        1e-4, 0.7, 16, 0.1, 200)
+    assert (script.confidence_credit, script.confidence_credit_weight) == ("confidence_only", 1.0)
+    for flag in ("--learning_rate", "--num_train_epochs", "--max_steps", "--beta"):  # nothing overrides the YAML
+        assert all(flag not in plan[stage] for stage in ("stage1", "stage2", "stage3"))
+    synthemo = plan["synthemo"]
+    assert synthemo[synthemo.index("--n-train") + 1] == "1100" and synthemo[synthemo.index("--n-test") + 1] == "1000"
+    assert "awe:fear,fear:awe,excitement:anger,disgust:sadness" in synthemo
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--quick"], {"n_train": 450, "n_test": 40, "stage3_steps": 6}),
+    (["--quick", "--n-train", "500", "--stage3-steps", "2"], {"n_train": 500, "n_test": 40, "stage3_steps": 2}),
+    (["--n-test", "300"], {"n_train": None, "n_test": 300, "stage3_steps": None}),
+])
+def test_size_flags_are_never_ignored(argv, expected):
+    """--quick picks reduced sizes; a size flag given with it (or without it) is what the run uses."""
+    import argparse
+
+    from emocaliber.demo import add_demo_arguments, settings_from_args
+
+    settings = settings_from_args(add_demo_arguments(argparse.ArgumentParser()).parse_args(argv))
+    assert {k: getattr(settings, k) for k in expected} == expected
+    plan = {name: key for name, key, _ in Pipeline(settings, log=lambda _: None).plan()}
+    if expected["n_train"] is not None:
+        assert plan["synthemo"][plan["synthemo"].index("--n-train") + 1] == str(expected["n_train"])
+    if expected["stage3_steps"] is not None:
+        assert plan["stage3"][plan["stage3"].index("--max_steps") + 1] == str(expected["stage3_steps"])
 
 
 def test_a_step_is_redone_when_the_code_changed(tmp_path):
@@ -155,9 +201,9 @@ def test_a_failing_evaluation_worker_is_a_demo_error_with_its_output(tmp_path):
     logged: list[str] = []
     # One worker runs them in order, so the failure comes first and the step after it must still be kept.
     pipeline = Pipeline(DemoSettings(out=str(tmp_path), eval_workers=1), log=logged.append)
-    steps = [("eval-base", ["eval/run_vecbench.py", "--no-such-flag"]),
-             ("eval-stage1", ["eval/run_vecbench.py", "--help"])]  # --help exits 0: a finished step
-    with pytest.raises(DemoError, match=r"eval/run_vecbench\.py exited with 2.*\n.*arguments are required: --model"):
+    steps = [("eval-base", ["eval", "--no-such-flag"]),
+             ("eval-stage1", ["eval", "--help"])]  # --help exits 0: a finished step
+    with pytest.raises(DemoError, match=r"emocaliber eval exited with 2.*\n.*arguments are required: --model"):
         pipeline.evaluate(8, 12, steps, force=False)
     assert logged[:2] == ["[8/12] eval-base ... (0m00s)", "[9/12] eval-stage1 ... (0m00s)"]
     assert logged[2].startswith("[9/12] eval-stage1: finished in ") and len(logged) == 3
@@ -165,14 +211,15 @@ def test_a_failing_evaluation_worker_is_a_demo_error_with_its_output(tmp_path):
     assert json.loads((tmp_path / ".done" / "eval-stage1.json").read_text())["threads"] == 1
 
 
-def test_an_evaluation_that_crashes_is_a_demo_error_with_its_traceback(tmp_path):
+def test_an_evaluation_that_crashes_is_a_demo_error_with_its_traceback(tmp_path, monkeypatch):
     """A crash (an exception, not an exit code) in a worker must reach the user as the demo's error with the
     traceback, after the evaluation beside it finished and was kept, not as a bare traceback from the pool."""
-    crash = tmp_path / "crash.py"
-    crash.write_text("print('loading')\nraise RuntimeError('boom in the evaluation')\n")
+    (tmp_path / "crash_command.py").write_text(
+        "def main(argv):\n    print('loading')\n    raise RuntimeError('boom in the evaluation')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # the spawned workers start with this process's sys.path
     pipeline = Pipeline(DemoSettings(out=str(tmp_path), eval_workers=1), log=lambda _: None)
-    steps = [("eval-base", [str(crash)]), ("eval-stage1", ["eval/run_vecbench.py", "--help"])]
-    with pytest.raises(DemoError, match=r"(?s)crash\.py crashed; rerun it alone.*loading.*RuntimeError: boom"):
+    steps = [("eval-base", ["crash_command:main"]), ("eval-stage1", ["eval", "--help"])]
+    with pytest.raises(DemoError, match=r"(?s)crash_command:main crashed; rerun it alone.*loading.*RuntimeError: boom"):
         pipeline.evaluate(8, 12, steps, force=False)
     assert not (tmp_path / ".done" / "eval-base.json").exists()
     assert (tmp_path / ".done" / "eval-stage1.json").exists()

@@ -107,15 +107,15 @@ def test_every_item_and_sample_gets_a_row_and_a_missing_image_an_error_row(full_
 
 def test_report_has_both_parse_modes(full_run):
     metrics = json.loads((full_run.out_dir / "metrics.json").read_text())
-    assert metrics["parse_modes"] == ["strict", "emocaliber"]
-    for mode in ("strict", "emocaliber"):
+    assert metrics["parse_modes"] == ["strict", "release"]
+    for mode in ("strict", "release"):
         block = metrics["modes"][mode]
         assert block["n_rows"] == 2 * N_ITEMS and block["overall"]["parse"]["n_error_rows"] == 2
         assert set(block["tasks"]) == set(synthemo.TASKS)
         # Counted by kind, not by the record id each message starts with.
         assert block["error_reasons"] == {"image not found": 2}
     report = (full_run.out_dir / "report.md").read_text()
-    assert "strict" in report and "emocaliber" in report
+    assert "strict" in report and "release" in report
     assert any(p.endswith(".png") for p in os.listdir(full_run.out_dir))
 
 

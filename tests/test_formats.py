@@ -106,6 +106,15 @@ def test_a_model_answer_other_than_the_ground_truth_survives_the_trl_round_trip(
         Record.from_dict({**records()[0].to_dict(), "answer": "calm"})
 
 
+def test_stated_answer_says_what_a_record_states():
+    """One question, one reading: the label the target states, and whether it is the gold one."""
+    gold, own = records()[0], Record.from_dict({**records()[0].to_dict(), "answer": "awe"})
+    same = Record.from_dict({**records()[0].to_dict(), "answer": records()[0].ground_truth})
+    assert (gold.stated_answer, gold.states_ground_truth) == ("contentment", True)
+    assert (own.stated_answer, own.states_ground_truth) == ("awe", False)
+    assert (same.stated_answer, same.states_ground_truth) == ("contentment", True)
+
+
 def test_trl_prompt_only_rows_for_grpo(image_root):
     rec = records()[1]
     row = to_trl_prompt_completion(rec, with_confidence=True, image_root=image_root, completion=False,

@@ -13,7 +13,6 @@ from PIL import Image
 from emocaliber import generation
 from emocaliber.generation import (
     GenerationRequest,
-    ImageLoadError,
     SamplingSettings,
     TransformersBackend,
     VLLMBackend,
@@ -26,6 +25,7 @@ from emocaliber.generation import (
     vllm_engine_kwargs,
     vllm_inputs,
 )
+from emocaliber.images import ImageLoadError
 from emocaliber.prompts import TEACHER_STRUCTURE
 from emocaliber.records import Record
 from emocaliber.tasks import MIKELS_8

@@ -65,7 +65,7 @@ def _handwritten(candidates: list[str], truth: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("name", sorted({DEFAULT_REWARD, "emocaliber", "calibrated_log"}))
+@pytest.mark.parametrize("name", sorted({DEFAULT_REWARD, "release", "calibrated_log"}))
 def test_trainer_rewards_equal_the_library_reward(name, tiny_model_dir, train_file, tmp_path):
     """Hand-written completions through the trainer's own reward path (the callables and weights given to
     GRPOTrainer, summed as TRL sums them) give exactly the library's reward."""
@@ -86,7 +86,7 @@ def test_trainer_rewards_equal_the_library_reward(name, tiny_model_dir, train_fi
     assert total == pytest.approx(library, abs=1e-5)
     if isinstance(REWARDS[name], WeightedReward) and len(trainer.reward_funcs) > 1:
         assert [f.__name__ for f in trainer.reward_funcs] == [f.__name__ for f in REWARDS[name].components()[0]]
-    if name == "emocaliber":  # the release's formula (paper section 5.3): 1 + i + 2 (i ln c + (1 - i) ln(1 - c))
+    if name == "release":  # the release's formula (paper section 5.3): 1 + i + 2 (i ln c + (1 - i) ln(1 - c))
         expected = [2 + 2 * math.log(0.8), 1 + 2 * math.log(0.7), 2 + 2 * math.log(0.05), 1 + 2 * math.log(0.05),
                     -5.0, -5.0, 1 + 2 * math.log(0.4), -5.0]
         assert total == pytest.approx(expected, abs=1e-5)
@@ -115,9 +115,9 @@ def test_reward_wiring_splits_weighted_rewards_and_merges_repeats():
 
     funcs, weights = reward_wiring(["calibrated_log"], split_components=False)
     assert funcs == [weighted] and weights == [1.0]
-    assert reward_wiring(["emocaliber"]) == ([REWARDS["emocaliber"]], [1.0])
+    assert reward_wiring(["release"]) == ([REWARDS["release"]], [1.0])
     with pytest.raises(ConfigError, match="reward_weights"):
-        reward_wiring(["emocaliber"], [1.0, 2.0])
+        reward_wiring(["release"], [1.0, 2.0])
     with pytest.raises(ConfigError, match="unknown"):
         GRPOScriptArgs(reward_funcs=["no_such_reward"])
 
@@ -202,7 +202,7 @@ def test_qwen_recipe_maps_the_release_settings():
     assert args.scale_rewards == "none" and args.loss_type == "bnpo" and args.num_train_epochs == 1
     assert args.epsilon == 0.2 and args.delta == 3.0 and args.entropy_coef == 0.0
     assert args.use_vllm and args.vllm_mode == "colocate"
-    assert script.reward_funcs == ["emocaliber"] and data.with_confidence
+    assert script.reward_funcs == ["release"] and data.with_confidence
 
 
 def test_tiny_recipe_runs_on_cpu_without_vllm():

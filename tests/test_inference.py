@@ -145,7 +145,7 @@ def test_missing_and_broken_image_files(model, tmp_path):
     with pytest.raises(InputError, match="image not found"):
         model.predict(tmp_path / "absent.jpg")
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
-    with pytest.raises(InputError, match="could not be read"):
+    with pytest.raises(InputError, match="could not be decoded"):
         model.predict(tmp_path / "broken.jpg")
 
 

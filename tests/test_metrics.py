@@ -75,7 +75,7 @@ def test_canonical_ece_hand_computed_on_edges():
     assert M.mce(c, y, min_count=2) == pytest.approx(0.5)
 
 
-def test_emocaliber_scheme_misbins_and_drops_one_hand_computed():
+def test_release_scheme_misbins_and_drops_one_hand_computed():
     edges = np.linspace(0, 1, 11)
     assert edges[3] > 0.3 and edges[6] > 0.6 and edges[7] > 0.7  # the premise of the release's misbinning
     c, y = zip(*EDGE_ITEMS)
@@ -83,12 +83,12 @@ def test_emocaliber_scheme_misbins_and_drops_one_hand_computed():
     # (still in N = 8), 0.0 in bin 0.
     # bin2 acc .5 conf .275 gap .225 x2 | bin5 {0.6:1} gap .4 | bin6 acc .5 conf .675 gap .175 x2 | bin0 0
     expected = (2 * 0.225 + 0.4 + 2 * 0.175) / 8
-    assert M.ece(c, y, scheme="emocaliber") == pytest.approx(expected, abs=1e-12)
+    assert M.ece(c, y, scheme="release") == pytest.approx(expected, abs=1e-12)
 
 
-def test_emocaliber_scheme_ignores_full_confidence():
+def test_release_scheme_ignores_full_confidence():
     c, y = [1.0, 1.0, 1.0, 0.5], [0, 0, 0, 1]
-    assert M.ece(c, y, scheme="emocaliber") == pytest.approx(0.5 / 4)        # only the 0.5 item is binned
+    assert M.ece(c, y, scheme="release") == pytest.approx(0.5 / 4)        # only the 0.5 item is binned
     assert M.ece(c, y) == pytest.approx((3 * 1.0 + 0.5) / 4)                   # canonical keeps c = 1.0
 
 

@@ -114,7 +114,7 @@ def test_strict_parts_in_any_order_are_found():
     assert parsed.valid_format and parsed.reasoning == PARTS
 
 
-# --- emocaliber mode: the released evaluation -----------------------------------------------------------------
+# --- release mode: the released evaluation -----------------------------------------------------------------
 
 
 def released_label(response: str, candidates: list[str]) -> str:
@@ -147,14 +147,14 @@ def released_confidence(response: str) -> float | None:
     ("fear fills it <answer>joy</answer>", None),  # answer matched, nothing in it: 'unknown', no fallback
     ("<answer>x\n</answer> <answer>anger</answer>", "anger"),  # first match that fits on one line
 ])
-def test_emocaliber_label_rule(text, label):
-    parsed = parse_response(text, MIKELS_8, mode="emocaliber")
+def test_release_label_rule(text, label):
+    parsed = parse_response(text, MIKELS_8, mode="release")
     assert parsed.label == label
     assert released_label(text, list(MIKELS_8)) == (label or "unknown")
 
 
-def test_emocaliber_unknown_keeps_the_answer_text():
-    parsed = parse_response("<answer>Joy</answer>", MIKELS_8, mode="emocaliber")
+def test_release_unknown_keeps_the_answer_text():
+    parsed = parse_response("<answer>Joy</answer>", MIKELS_8, mode="release")
     assert parsed.label is None and parsed.answer_text == "joy"
 
 
@@ -167,8 +167,8 @@ def test_emocaliber_unknown_keeps_the_answer_text():
     ("<confidence>\n0.7</confidence>", None), ("<CONFIDENCE>0.7</CONFIDENCE>", None),
     ("<confidence>high</confidence>", None), ("no tag", None),
 ])
-def test_emocaliber_confidence_rule(text, value):
-    assert parse_response(text, MIKELS_8, mode="emocaliber").confidence == value
+def test_release_confidence_rule(text, value):
+    assert parse_response(text, MIKELS_8, mode="release").confidence == value
 
 
 @pytest.mark.parametrize("confidence, valid", [("0.5", True), (" 0.5 ", True), ("1e-2", True), ("1.0", False),
@@ -177,7 +177,7 @@ def test_emocaliber_confidence_rule(text, value):
 def test_release_format_gate(confidence, valid):
     text = resp("Awe!", confidence)
     assert release_format(text)[0] is valid
-    assert parse_response(text, MIKELS_8, mode="emocaliber").valid_format is valid
+    assert parse_response(text, MIKELS_8, mode="release").valid_format is valid
 
 
 def test_release_format_needs_parts_inside_think():
@@ -189,7 +189,7 @@ def test_release_format_needs_parts_inside_think():
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(RESPONSES, min_size=5, max_size=5), CANDIDATES)
-def test_emocaliber_mode_matches_the_released_code(texts, candidates):
+def test_release_mode_matches_the_released_code(texts, candidates):
     """Against the release's own regular expressions (restated above)."""
     for text in texts:
         assert_matches_release(text, candidates)
@@ -197,14 +197,14 @@ def test_emocaliber_mode_matches_the_released_code(texts, candidates):
 
 @settings(max_examples=25, deadline=None)
 @given(SEEDS)
-def test_emocaliber_mode_matches_the_released_code_in_bulk(seed):
+def test_release_mode_matches_the_released_code_in_bulk(seed):
     rng = random.Random(seed)
     for _ in range(200):
         assert_matches_release(random_response(rng), random_candidates(rng))
 
 
 def assert_matches_release(text: str, candidates: list[str]) -> None:
-    parsed = parse_response(text, candidates, mode="emocaliber")
+    parsed = parse_response(text, candidates, mode="release")
     assert (parsed.label.lower() if parsed.label else "unknown") == released_label(text, candidates)
     try:
         expected = released_confidence(text)
@@ -239,7 +239,7 @@ ODD_INPUTS = [None, b"<answer>awe</answer>", b"\xff\xfe<answer>", bytearray(b"x"
               object(), "", "\x00", "\ud800", "İ<answer>AWE</answer>", "<think>" * 10]
 
 
-@pytest.mark.parametrize("mode", ["strict", "emocaliber"])
+@pytest.mark.parametrize("mode", ["strict", "release"])
 @pytest.mark.parametrize("text", ODD_INPUTS)
 def test_never_raises_on_odd_input(text, mode):
     for candidates in (MIKELS_8, None, "awe", [1, None, "awe", ""], [["unhashable"]], iter(["awe"]), 5):
@@ -264,7 +264,7 @@ ADVERSARIAL = [
 
 @pytest.mark.parametrize("text", ADVERSARIAL, ids=range(len(ADVERSARIAL)))
 def test_megabyte_adversarial_input_returns(text):
-    for mode in ("strict", "emocaliber"):
+    for mode in ("strict", "release"):
         parsed = parse_response(text, WEBEMO_25, mode)
         assert not parsed.valid_format
 
@@ -280,7 +280,7 @@ def test_parsed_response_is_frozen():
 
 
 def check_invariants(text: str, candidates: list[str]) -> None:
-    for mode in ("strict", "emocaliber"):
+    for mode in ("strict", "release"):
         parsed = parse_response(text, candidates, mode)
         assert not any("internal" in p for p in parsed.problems), parsed.problems
         assert parsed.label is None or parsed.label in candidates
@@ -351,5 +351,5 @@ def test_sft_targets_parse_back_to_their_record():
                     split="train", source="EmoSet", reasoning=PARTS, confidence=0.35)
     parsed = parse_response(record_target(record, with_confidence=True), record.candidates)
     assert (parsed.label, parsed.confidence, parsed.reasoning, parsed.problems) == ("sadness", 0.35, PARTS, ())
-    released = parse_response(record_target(record, with_confidence=True), record.candidates, mode="emocaliber")
+    released = parse_response(record_target(record, with_confidence=True), record.candidates, mode="release")
     assert (released.label, released.confidence, released.valid_format) == ("sadness", 0.35, True)

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 QWEN = ROOT / "recipes" / "qwen2.5-vl-7b"
 #: Where the commands a user copies live.
 COMMAND_SOURCES = ("README.md", "docs/training.md", "docs/grpo.md", "recipes/stage3_grpo.py",
-                   "recipes/qwen2.5-vl-7b/stage3.yaml", "data_prep/import_released.py")
+                   "recipes/qwen2.5-vl-7b/stage3.yaml", "emocaliber/formats.py")
 
 
 def _commands(text: str) -> list[str]:
@@ -116,7 +116,7 @@ def test_import_examples_import_every_file_the_7b_configs_read():
     assert wanted == {"stage1_86k.jsonl", "stage2_43k_w_conf.jsonl", "stage3_14k.jsonl"}
     examples = [(name, cmd) for name, cmd in _all_commands()
                 if "import_released.py import" in cmd or "prepare released import" in cmd]
-    assert {name for name, _ in examples} >= {"docs/training.md", "data_prep/import_released.py", "README.md"}
+    assert {name for name, _ in examples} >= {"docs/training.md", "emocaliber/formats.py", "README.md"}
     for name, cmd in examples:
         tokens = shlex.split(cmd)
         imported = {Path(tokens[i + 1]).name for i, t in enumerate(tokens) if t == "--cot"}

@@ -87,8 +87,8 @@ def test_metrics_json_is_strict_json_with_both_modes(report):
 
     on_disk = json.loads((out / "metrics.json").read_text(encoding="utf-8"), parse_constant=no_nan)
     assert on_disk == json.loads(json.dumps(metrics))
-    assert on_disk["parse_modes"] == ["strict", "emocaliber"]
-    assert set(on_disk["modes"]) == {"strict", "emocaliber"}
+    assert on_disk["parse_modes"] == ["strict", "release"]
+    assert set(on_disk["modes"]) == {"strict", "release"}
     assert len(on_disk["unreadable_lines"]) == 1
 
 
@@ -127,7 +127,7 @@ def test_calibration_excludes_missing_confidence_hand_computed(report):
 
 
 def test_parse_mode_changes_what_is_read(report):
-    strict, release = report[1]["modes"]["strict"], report[1]["modes"]["emocaliber"]
+    strict, release = report[1]["modes"]["strict"], report[1]["modes"]["release"]
     # "85%" is a confidence for strict parsing only.
     assert strict["tasks"]["EmoSet-8"]["metrics"]["n_missing_confidence"] == 1
     assert release["tasks"]["EmoSet-8"]["metrics"]["n_missing_confidence"] == 2
@@ -156,7 +156,7 @@ def test_per_sample_spread_and_bootstrap_unit(report):
 def test_report_markdown_tables(report):
     out, _ = report
     md = (out / "report.md").read_text(encoding="utf-8")
-    assert "## Parse mode: strict" in md and "## Parse mode: emocaliber" in md
+    assert "## Parse mode: strict" in md and "## Parse mode: release" in md
     assert "paper convention" in md and "pooled convention" in md
     assert "| Task | Acc | wF1 | N |" in md
     assert "| FI-8 | 60.00 [" in md              # ×100, two decimals, with its interval
@@ -212,6 +212,21 @@ def test_summary_lines(report):
     assert any("oracle" in line for line in lines)
     single = summary_lines(evaluate_predictions(build_rows(), n_bootstrap=0))
     assert single[0].startswith("[strict]")
+    assert not any("ECE-rel" in line for line in single)
+
+
+def test_summary_lines_label_each_ece_by_its_rule(report):
+    """The headline ECE is the canonical binning, not the paper's: each is named by its rule, and the release-rules
+    summary prints the release's own ECE next to it."""
+    metrics = report[1]
+    lines = summary_lines(metrics)
+    assert not any("as the paper" in line for line in lines)
+    for g, b in metrics["modes"]["release"]["groups"].items():
+        m = b["paper"]["metrics"]
+        (line,) = [x for x in lines if x.startswith(f"[release] {g} ")]
+        assert f"ECE10 {100 * m['ece_10']:.2f}" in line and f"ECE-rel {100 * m['ece_release']:.2f}" in line
+    assert all("ECE-rel" not in x for x in lines if x.startswith("[strict]"))
+    assert any(x.startswith("(ECE-rel: the release script's rule") for x in lines)
 
 
 def test_evaluate_predictions_rejects_empty_and_bad_mode():

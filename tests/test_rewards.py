@@ -53,13 +53,13 @@ def one(func, text, ground_truth="awe", **kwargs) -> float:
     (resp(think="<think></think>" + THINK[7:-8]), -5.0),  # sub-tags outside <think>
     (THINK + "<answer>awe</answer>", -5.0), (THINK + "<confidence>0.5</confidence>", -5.0),
 ])
-def test_emocaliber_reward_hand_computed(text, expected):
-    assert one(R.emocaliber_reward, text) == pytest.approx(expected, abs=1e-12)
+def test_release_reward_hand_computed(text, expected):
+    assert one(R.release_reward, text) == pytest.approx(expected, abs=1e-12)
 
 
-def test_emocaliber_reward_sub_tag_order_and_ground_truth_case_do_not_matter():
+def test_release_reward_sub_tag_order_and_ground_truth_case_do_not_matter():
     think = "<think>" + "".join(f"<{p}>x</{p}>" for p in reversed(REASONING_PARTS)) + "</think>"
-    assert one(R.emocaliber_reward, resp("awe", "0.7", think), ground_truth="Awe") == pytest.approx(
+    assert one(R.release_reward, resp("awe", "0.7", think), ground_truth="Awe") == pytest.approx(
         2 + 2 * math.log(0.7))
 
 
@@ -85,17 +85,17 @@ def released_compute_score(solution_str: str, ground_truth: str) -> float:
 
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(RESPONSES, min_size=5, max_size=5), st.sampled_from(["awe", "Fear", "positive", "love"]))
-def test_emocaliber_reward_equals_the_released_code(texts, truth):
-    assert R.emocaliber_reward(texts, [truth] * len(texts)) == [released_compute_score(t, truth) for t in texts]
+def test_release_reward_equals_the_released_code(texts, truth):
+    assert R.release_reward(texts, [truth] * len(texts)) == [released_compute_score(t, truth) for t in texts]
 
 
 @settings(max_examples=20, deadline=None)
 @given(SEEDS)
-def test_emocaliber_reward_equals_the_released_code_in_bulk(seed):
+def test_release_reward_equals_the_released_code_in_bulk(seed):
     rng = random.Random(seed)
     texts = [random_response(rng) for _ in range(200)]
     truths = [rng.choice(["awe", "fear", "sadness", "positive"]) for _ in texts]
-    assert R.emocaliber_reward(texts, truths) == [released_compute_score(t, g) for t, g in zip(texts, truths)]
+    assert R.release_reward(texts, truths) == [released_compute_score(t, g) for t, g in zip(texts, truths)]
 
 
 # --- the project's rewards -------------------------------------------------------------------------------------
@@ -168,7 +168,7 @@ def test_completion_forms_trl_passes():
         [expected] * 5)
     broken = [None, 3, [{"role": "assistant", "content": None}], [{"role": "user", "content": [{"type": "image"}]}]]
     assert R.calibrated_log_reward(broken, ground_truth=["awe"] * 4) == [R.calibrated_log_reward.failure_score] * 4
-    assert R.emocaliber_reward(broken, ground_truth=["awe"] * 4) == [-5.0] * 4
+    assert R.release_reward(broken, ground_truth=["awe"] * 4) == [-5.0] * 4
 
 
 def test_trl_keyword_call_with_extra_columns():
@@ -199,7 +199,7 @@ def test_missing_or_short_ground_truth_warns_and_scores_as_wrong():
     with pytest.warns(RuntimeWarning, match="ground_truth"):
         assert R.accuracy_reward([resp(), resp()], ground_truth=None) == [0.0, 0.0]
     with pytest.warns(RuntimeWarning) as caught:
-        assert R.emocaliber_reward([resp(), resp()], ground_truth=["awe"]) == pytest.approx(
+        assert R.release_reward([resp(), resp()], ground_truth=["awe"]) == pytest.approx(
             [2 + 2 * math.log(0.9), 1 + 2 * math.log(0.1)])
     assert any("1 rows for 2 completions" in str(w.message) for w in caught)
 
@@ -235,10 +235,10 @@ def test_trl_names_the_reward_columns_as_we_do():
 
 
 def test_get_reward_funcs():
-    assert R.get_reward_funcs(["emocaliber", "format"]) == [R.emocaliber_reward, R.format_reward]
+    assert R.get_reward_funcs(["release", "format"]) == [R.release_reward, R.format_reward]
     assert R.get_reward_funcs("format, accuracy,calibration_log") == [R.format_reward, R.accuracy_reward,
                                                                       R.calibration_reward_log]
-    with pytest.raises(KeyError, match="registered rewards: emocaliber"):
+    with pytest.raises(KeyError, match="registered rewards: release"):
         R.get_reward_funcs(["emocalibur"])
 
 
@@ -290,10 +290,10 @@ def test_rewards_are_finite_in_bulk(seed):
 
 
 def test_expected_reward_hand_computed():
-    assert R.expected_reward("emocaliber", 0.8, 0.8) == pytest.approx(
+    assert R.expected_reward("release", 0.8, 0.8) == pytest.approx(
         1 + 0.8 + 2 * (0.8 * math.log(0.8) + 0.2 * math.log(0.2)))
     assert R.expected_reward("brier", 0.7, 0.6) == pytest.approx(1 + 0.7 - 0.7 * 0.4**2 - 0.3 * 0.6**2)
-    assert R.expected_reward("emocaliber", 0.3, 1.0) == -5.0
+    assert R.expected_reward("release", 0.3, 1.0) == -5.0
     assert R.expected_reward("brier", 0.3, 1.5) == -1.0
 
 
@@ -301,17 +301,17 @@ def test_the_release_reward_rewards_sandbagging():
     """docs/rewards.md, "Incentive analysis": an honest answer right half the time (best c = 0.5) earns
     1.5 + 2 ln 0.5; a label known to be wrong stated with c = 0.01 earns 1 + 2 ln 0.99 -- more."""
     honest, sandbag = 1 + 0.5 + 2 * math.log(0.5), 1 + 2 * math.log(0.99)
-    assert R.expected_reward("emocaliber", 0.5, 0.5) == pytest.approx(honest)
-    assert R.expected_reward("emocaliber", 0.0, 0.01) == pytest.approx(sandbag)
+    assert R.expected_reward("release", 0.5, 0.5) == pytest.approx(honest)
+    assert R.expected_reward("release", 0.0, 0.01) == pytest.approx(sandbag)
     assert honest < sandbag
-    assert 0.84 < R.sandbag_region("emocaliber") < 0.86  # docs/rewards.md: p < 0.848
+    assert 0.84 < R.sandbag_region("release") < 0.86  # docs/rewards.md: p < 0.848
 
 
 def test_the_release_reward_makes_format_breaking_pay_when_confidently_wrong():
     """1 + 2 ln(1 - c) < -5 exactly when c > 1 - e^-3."""
-    assert R.expected_reward("emocaliber", 0.0, 0.99) == pytest.approx(1 + 2 * math.log(0.01))
+    assert R.expected_reward("release", 0.0, 0.99) == pytest.approx(1 + 2 * math.log(0.01))
     assert 1 + 2 * math.log(0.01) < -5
-    assert R.format_break_threshold("emocaliber") == pytest.approx(1 - math.exp(-3), abs=2e-4)
+    assert R.format_break_threshold("release") == pytest.approx(1 - math.exp(-3), abs=2e-4)
 
 
 @pytest.mark.parametrize("name", ["brier", "spherical", "calibrated_log", R.DEFAULT_REWARD])

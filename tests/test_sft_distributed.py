@@ -79,7 +79,8 @@ def test_stage1_zero3_then_stage2_ddp_from_its_checkpoint(tiny_model_dir, world,
     stage2 = tmp_path / "stage2"
     # With the confidence tokens weighted: the loss this project computes itself must also run across ranks.
     launch("ddp", "stage2", tiny_recipe_config(stage1, world["stage2"], stage2, image_root=str(world["root"]),
-                                               confidence_loss_weight=3.0), tmp_path, port=29612)
+                                               with_confidence=True, confidence_loss_weight=3.0),
+           tmp_path, port=29612)
     info = _info(stage2)
     assert info["stage"] == "stage2" and info["data"]["with_confidence"] is True
     assert info["data"]["confidence_loss_weight"] == 3.0

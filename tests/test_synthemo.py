@@ -290,7 +290,7 @@ def test_tokenizer_corpus_covers_the_vocabulary():
 def test_cli_help_explains_every_option():
     out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True,
                          check=True).stdout
-    parser = _load_cli().build_parser()
+    parser = synthemo.build_parser()
     for action in parser._actions:
         for opt in action.option_strings:
             assert opt in out

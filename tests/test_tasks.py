@@ -39,14 +39,6 @@ VECBENCH = {  # name: (labels, group, source, kind)
 }
 
 
-@pytest.fixture
-def scratch_registry(monkeypatch):
-    """Registering in a test must not leak into other tests: work on copies of the module's registry."""
-    monkeypatch.setattr(T, "_REGISTRY", dict(T._REGISTRY))
-    monkeypatch.setattr(T, "_ALIASES", dict(T._ALIASES))
-    monkeypatch.setattr(T, "GROUPS", list(T.GROUPS))
-
-
 def test_label_constants():
     assert list(T.MIKELS_8) == MIKELS
     assert list(T.POLARITY_2) == ["positive", "negative"]
@@ -69,7 +61,7 @@ def test_vecbench_task_order_is_the_released_task_order():
 
 
 def test_groups():
-    assert T.GROUPS[:3] == ["ID VSA", "ID VER", "OOD VER"]
+    assert T.GROUPS[:3] == ("ID VSA", "ID VER", "OOD VER")
     by_group = T.tasks_by_group()
     assert by_group["ID VSA"] == ["FI-2", "WebEmo-2"]
     assert by_group["ID VER"] == ["EmoSet-8", "FI-8", "WebEmo-25", "WebEmo-7"]  # sorted by name
@@ -123,18 +115,21 @@ def test_task_spec_validation():
         T.TaskSpec("X-2", ("a", "b"), "ID VSA", "X", kind="mood")
 
 
-def test_register_task(scratch_registry):
-    spec = T.TaskSpec("Toy-3", ("red", "green", "blue"), "TOY", "toy")
-    assert T.register_task(spec, ("toy3",)) is spec
-    assert T.get_task("TOY3") is spec and T.GROUPS[-1] == "TOY"
-    assert T.register_task(T.TaskSpec("Toy-3", ("red", "green", "blue"), "TOY", "toy")) == spec  # same: no-op
-    other = T.TaskSpec("Toy-3", ("red", "blue"), "TOY", "toy")
-    with pytest.raises(ValueError, match="already registered"):
-        T.register_task(other)
-    T.register_task(other, replace=True)
-    assert T.get_task("Toy-3").labels == ("red", "blue")
-    assert T.tasks_by_group()["TOY"] == ["Toy-3"]
+def test_task_list_does_not_depend_on_what_was_imported():
+    """The registry is a table: a fresh interpreter lists SynthEmo's tasks before anything imports synthemo, and
+    asking for one changes nothing."""
+    import subprocess
+    import sys
+
+    code = ("from emocaliber import tasks as T; before = [t.name for t in T.list_tasks()]; "
+            "T.get_task('SynthEmo-8'); import emocaliber.synthemo; "
+            "print(len(before), 'SynthEmo-8' in before, before == [t.name for t in T.list_tasks()])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["12", "True", "True"]
 
 
-def test_scratch_registry_left_no_trace():
-    assert "Toy-3" not in {t.name for t in T.list_tasks()} and "TOY" not in T.GROUPS
+def test_synthemo_tasks_are_declared():
+    assert T.get_task("synthemo-8").group == "Synth VER"
+    assert T.get_task("SynthEmo-2").is_sentiment and T.get_task("SynthEmo-2").group == "Synth VSA"
+    assert T.tasks_by_group()["Synth OOD"] == ["SynthEmo-OOD-8"]
+    assert T.GROUPS == ("ID VSA", "ID VER", "OOD VER", "Synth VSA", "Synth VER", "Synth OOD")

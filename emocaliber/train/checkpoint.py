@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -331,3 +332,35 @@ def merge_lora(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *, dt
         info = dict(info, merged_from_adapter=str(adapter))
     finalize_checkpoint(out, info=info)
     return out
+
+
+MERGE_HELP = """\
+Merge a LoRA/QLoRA adapter (a stage's output_dir or checkpoint-N) into its base and save a full checkpoint.
+
+  python recipes/merge_lora.py --adapter runs/tiny/stage1-lora --out runs/tiny/stage1-merged
+
+The result loads with from_pretrained, vLLM and eval/run_vecbench.py, and can be the next stage's
+model_name_or_path. A QLoRA adapter is merged into the full-precision base.
+"""
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """``emocaliber merge-lora`` (``recipes/merge_lora.py``)."""
+    import argparse
+    import sys
+
+    from emocaliber.train.configs import DTYPES
+    from emocaliber.train.errors import user_errors_exit
+
+    prog = prog or os.path.basename(sys.argv[0])
+    parser = argparse.ArgumentParser(prog=prog, description=MERGE_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--adapter", required=True, help="directory with adapter_config.json")
+    parser.add_argument("--out", required=True, help="output directory for the merged checkpoint")
+    parser.add_argument("--dtype", default="auto", choices=DTYPES, help="dtype to load the base in (default: auto)")
+    args = parser.parse_args(argv)
+    with user_errors_exit(prog):
+        out = merge_lora(args.adapter, args.out, dtype=args.dtype)
+    print(f"merged checkpoint written to {out}")
+    return 0
+

@@ -11,9 +11,8 @@ and a bad value raises :class:`ConfigError` naming the field.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -160,22 +159,6 @@ class DataArgs:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
                 raise ConfigError(f"{name} must be a positive integer or null, got {value!r}")
-
-
-@contextlib.contextmanager
-def user_errors_exit(prog: str | None = None) -> Iterator[None]:
-    """Turn errors a user can fix (bad config, missing data or model) into one ``error:`` line and exit code 2.
-
-    Programming errors keep their traceback. Used by the thin recipe scripts around parsing and the run.
-    """
-    from emocaliber.modeling import ModelNotFoundError
-    from emocaliber.train.data import DataError
-
-    try:
-        yield
-    except (ConfigError, DataError, ModelNotFoundError, FileNotFoundError) as e:
-        print(f"{prog or sys.argv[0]}: error: {e}", file=sys.stderr)
-        sys.exit(2)
 
 
 def parse_args_and_config(parser: Any, argv: Sequence[str] | None = None) -> tuple[Any, ...]:

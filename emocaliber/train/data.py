@@ -122,13 +122,13 @@ def _summarize(what: str, problems: Sequence[str]) -> str:
 
 
 def _image_error(path: Path) -> str | None:
-    from PIL import Image
+    """Why the project's one image loader refuses this file, or None."""
+    from emocaliber.images import ImageLoadError, open_image
 
     try:
-        with Image.open(path) as im:
-            im.verify()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # what PIL raises for bad files
-        return f"{type(e).__name__}: {e}"
+        open_image(path)
+    except ImageLoadError as e:
+        return str(e)
     return None
 
 

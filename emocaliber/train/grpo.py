@@ -82,7 +82,7 @@ class GRPOScriptArgs(ValidationArgs):
         default_factory=lambda: [DEFAULT_REWARD],
         metadata={"help": f"Reward names from emocaliber.rewards.REWARDS ({', '.join(REWARDS)}); their weights are "
                           f"GRPOConfig.reward_weights (one per name). Default: the project's {DEFAULT_REWARD!r}; "
-                          "'emocaliber' is the release's reward."})
+                          "'release' is the release's reward."})
     split_reward_components: bool = field(
         default=True, metadata={"help": "Pass a weighted reward to TRL as its format/accuracy/calibration "
                                         "functions (same total) so each is logged as rewards/<name>/mean."})
@@ -526,3 +526,37 @@ def run_grpo(
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the process group
         trainer.end()
     return out
+
+
+GRPO_HELP = """\
+Stage 3 (EmoCaliber): GRPO with a calibration reward, from the stage-2 (cold-start) checkpoint.
+
+Every field of ModelArgs, DataArgs (emocaliber.train.configs), GRPOScriptArgs (emocaliber.train.grpo) and TRL's
+GRPOConfig can be set in the YAML file and overridden on the command line as --field value. The settings mapping
+from the release's verl script is in docs/grpo.md. Examples:
+
+  python recipes/stage3_grpo.py --config recipes/tiny/stage3.yaml
+  accelerate launch --config_file recipes/accelerate_configs/zero3.yaml recipes/stage3_grpo.py \\
+      --config recipes/qwen2.5-vl-7b/stage3.yaml --model_name_or_path runs/qwen2.5-vl-7b/stage2
+"""
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """``emocaliber train grpo`` (``recipes/stage3_grpo.py``): parse, check, train."""
+    import os
+    import sys
+
+    from trl import TrlParser
+
+    from emocaliber.train.configs import HelpFormatter, parse_args_and_config
+    from emocaliber.train.errors import user_errors_exit
+
+    prog = prog or os.path.basename(sys.argv[0])
+    parser = TrlParser((ModelArgs, DataArgs, GRPOScriptArgs, GRPOConfig), prog=prog, description=GRPO_HELP,
+                       formatter_class=HelpFormatter)
+    parser.set_defaults(with_confidence=True)  # stage 3 always asks for a confidence: its reward scores it
+    with user_errors_exit(prog):
+        model_args, data_args, script_args, training_args = parse_args_and_config(parser, argv)
+        run_grpo(model_args, data_args, script_args, training_args)
+    return 0
+

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -294,3 +295,37 @@ def run_sft(
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the process group
         trainer.end()
     return out
+
+
+SFT_HELP = """\
+Stages 1 and 2: SFT on structured reasoning + answer (stage 1), + <confidence> (stage 2, with_confidence: true;
+every record then needs a confidence target). The stages differ by config only.
+
+Every field of ModelArgs, DataArgs (emocaliber.train.configs) and TRL's SFTConfig can be set in the YAML file and
+overridden on the command line as --field value. Examples (docs/training.md has more):
+
+  # one process (CPU tiny model or one GPU)
+  python recipes/stage1_sft.py --config recipes/tiny/stage1.yaml
+  # one node with 8 GPUs, DeepSpeed ZeRO-3
+  accelerate launch --config_file recipes/accelerate_configs/zero3.yaml recipes/stage2_sft.py \\
+      --config recipes/qwen2.5-vl-7b/stage2.yaml --model_name_or_path runs/qwen2.5-vl-7b/stage1
+  # continue a killed run from the last checkpoint in output_dir
+  ... --resume_from_checkpoint auto
+"""
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """``emocaliber train sft`` (``recipes/stage1_sft.py``, ``recipes/stage2_sft.py``): parse, check, train."""
+    from trl import TrlParser
+
+    from emocaliber.train.configs import HelpFormatter, parse_args_and_config
+    from emocaliber.train.errors import user_errors_exit
+
+    prog = prog or os.path.basename(sys.argv[0])
+    parser = TrlParser((ModelArgs, DataArgs, SFTConfig), prog=prog, description=SFT_HELP,
+                       formatter_class=HelpFormatter)
+    with user_errors_exit(prog):
+        model_args, data_args, training_args = parse_args_and_config(parser, argv)
+        run_sft(model_args, data_args, training_args, stage="stage2" if data_args.with_confidence else "stage1")
+    return 0
+
