@@ -152,7 +152,7 @@ def write_blends(records: Sequence[Record], image_root: str | Path, out_root: st
 
     A pair whose image cannot be read is skipped and named in ``problems``; the rest go on.
     """
-    from emocaliber.generation import ImageLoadError, load_image
+    from emocaliber.images import ImageLoadError, load_record_image as load_image
 
     out_root = Path(out_root)
     (out_root / image_dir).mkdir(parents=True, exist_ok=True)

@@ -20,10 +20,13 @@ COMMANDS: dict[str, str] = {
     "prepare synthemo": "emocaliber.synthemo:main",
     "prepare cot": "emocaliber.corpora:cot_main",
     "prepare targets": "emocaliber.corpora:targets_main",
+    "prepare blends": "emocaliber.blends:main",
+    "prepare pseudo-labels": "emocaliber.pseudo_labels:main",
     "train sft": "emocaliber.train.sft:main",
     "train grpo": "emocaliber.train.grpo:main",
     "merge-lora": "emocaliber.train.checkpoint:main",
     "eval": "emocaliber.evaluation:main",
+    "eval-blends": "emocaliber.blend_rank:main",
     "predict": "emocaliber.inference:main",
     "demo": "emocaliber.demo:main",
 }
