@@ -112,8 +112,9 @@ class Answerer:
         resolve_candidates(None, task)
         return image, {"task": task}, task
 
-    def __call__(self, image_path: str | None, task: str | None, custom: str | None) -> Iterator[tuple]:
-        """Yields (message, result, preview, plot) updates: progress first, then the answer or an error."""
+    def respond(self, image_path: str | None, task: str | None, custom: str | None) -> Iterator[tuple]:
+        """Yields (message, result, preview, plot) updates: progress first, then the answer or an error. A
+        method, not ``__call__``: Gradio streams only what it recognises as a generator function."""
         import gradio as gr
 
         try:
@@ -186,12 +187,14 @@ def build_app(model: EmoCaliber, config: ServeConfig, calibration: Calibration |
             with gr.Column(scale=2):
                 message = gr.HTML(elem_id="message")
                 result = gr.HTML(elem_id="result")
-                plot = gr.Plot(label="What this confidence has meant on the evaluation", elem_id="reliability",
+                if calibration is not None:
+                    gr.Markdown("#### What a confidence has meant on the evaluation")
+                plot = gr.Plot(show_label=False, elem_id="reliability",
                                value=calibration.figure(config.default_task) if calibration else None,
                                visible=calibration is not None)
                 if calibration is not None:
                     gr.Markdown(f"Bins from `{_esc(calibration.source)}`: {_esc(calibration.note)}.")
-        submit.click(answer, inputs=[image_file, task, custom], outputs=[message, result, preview, plot],
+        submit.click(answer.respond, inputs=[image_file, task, custom], outputs=[message, result, preview, plot],
                      concurrency_limit=1)
     demo.queue(max_size=config.queue_size, default_concurrency_limit=1)
     return demo
