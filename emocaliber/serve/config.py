@@ -40,7 +40,7 @@ class ServeConfig:
     max_image_pixels: int = 40_000_000
     queue_size: int = 16
     bins: int = 10
-    example_size: int = 112
+    example_size: int = 56
     examples: list[dict[str, Any]] = field(default_factory=list)
 
     def validate(self) -> None:
