@@ -113,22 +113,35 @@ def main(argv: list[str] | None = None) -> int:
                     if clear.count():
                         clear.click()
                     image = images[i % len(images)]
-                    t0 = time.perf_counter()
+                    # Every text the message area shows, with its time, so a stale "Answered" of the last request
+                    # is never taken for this one's.
+                    t0 = page.evaluate("""() => { window.__log = [];
+                        const m = document.querySelector('#message');
+                        if (!window.__observer) {
+                            window.__observer = new MutationObserver(() => window.__log.push([Date.now(),
+                                (m.querySelector('.progress, .error') || {}).innerText || '']));
+                            window.__observer.observe(m, {subtree: true, childList: true, characterData: true});
+                        }
+                        return Date.now(); }""")
                     page.locator("#image-file input[type=file]").set_input_files(str(image))
                     page.locator("#image-file").get_by_text(image.stem).first.wait_for(timeout=60_000)
-                    uploaded = time.perf_counter() - t0
+                    uploaded = (page.evaluate("Date.now()") - t0) / 1000
+                    page.evaluate("window.__log = []")
                     page.click("#submit")
-                    page.wait_for_function("() => /Generating|Answered|Error/.test("
-                                           "document.querySelector('#message').innerText)", timeout=120_000)
-                    progress = time.perf_counter() - t0
-                    page.wait_for_function("() => /Answered|Error/.test(document.querySelector('#message')"
-                                           ".innerText)", timeout=300_000)
-                    answered = time.perf_counter() - t0
-                    message = page.locator("#message").inner_text().strip()
+                    # The last request's "Answered" stays on the page until this one's first progress line.
+                    page.wait_for_function("""() => { const i = window.__log.findIndex(([t, x]) =>
+                                                          /^(Generating|Error)/.test(x));
+                        return i >= 0 && window.__log.slice(i).some(([t, x]) => /^(Answered|Error)/.test(x)); }""",
+                                           timeout=300_000)
+                    log = page.evaluate("window.__log")
+                    first = next(i for i, (_, x) in enumerate(log) if x.startswith(("Generating", "Error")))
+                    progress = (log[first][0] - t0) / 1000
+                    answered, message = next(((t - t0) / 1000, x) for t, x in log[first:]
+                                             if x.startswith(("Answered", "Error")))
                     label = page.locator("#answer-label").inner_text() if page.locator("#answer-label").count() else "-"
                     answers.append(answered)
                     print(f"request {i + 1} ({'cold' if i == 0 else 'warm'}): upload {uploaded:.2f} s, first progress "
-                          f"{progress:.2f} s, answer {answered:.2f} s after the upload began  [{message}; "
+                          f"{progress:.2f} s, answer {answered:.2f} s after the upload began  [{message.strip()}; "
                           f"label {label}]")
                 browser.close()
             print(f"first answer: {answers[0]:.2f} s (target < 10 s); "
