@@ -22,7 +22,7 @@ demo: $(STAMP)
 test: $(STAMP) browser
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-test-fast: $(STAMP) browser
+test-fast: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
 
 # The page tests drive Debian's chromium (Playwright's own browser download is not used).
