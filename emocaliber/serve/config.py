@@ -143,14 +143,32 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """``--config`` plus one option per :class:`ServeConfig` field; options not given keep the file's value."""
     parser.add_argument("--config", default=str(DEFAULT_CONFIG),
                         help="YAML settings file (default: the bundled serve.yaml)")
-    helps = {"model": "checkpoint directory or hub id (required)",
-             "metrics": "metrics.json written by `emocaliber eval` for this model: shows what a confidence has "
-                        "meant on that benchmark",
-             "examples": "YAML list of SynthEmo examples, e.g. '[{primary: awe}, {primary: fear, seed: 2}]'"}
+    helps = {
+        "model": "checkpoint directory or hub id (required)",
+        "metrics": "metrics.json written by `emocaliber eval` for this model (predictions.jsonl beside it): shows "
+                   "what a confidence has meant on that benchmark",
+        "host": "address to listen on (127.0.0.1: this machine only)",
+        "port": "port to listen on",
+        "default_task": "task selected when the page opens",
+        "max_new_tokens": "generation budget per answer",
+        "temperature": "sampling temperature (0: greedy, the same image gives the same answer)",
+        "constrained": "decode under the answer format's grammar (needs xgrammar), for checkpoints that have not "
+                       "learned the format",
+        "device": "torch device, e.g. cuda:0 (default: the first GPU, else CPU)",
+        "max_upload_mb": "largest upload the server accepts, in MB",
+        "max_image_pixels": "largest image, in pixels, checked from the file header before decoding",
+        "queue_size": "requests that may wait while one generates",
+        "bins": "confidence bins of the reliability diagram",
+        "example_size": "side of the bundled SynthEmo examples, in pixels",
+        "examples": "YAML list of SynthEmo examples, e.g. '[{primary: awe}, {primary: fear, seed: 2}]'",
+    }
+    bundled = read_config(DEFAULT_CONFIG)
     for f in fields(ServeConfig):
         option = "--" + f.name.replace("_", "-")
         kind = _option_type(f)
-        help_text = helps.get(f.name, "see serve.yaml (default there)")
+        value = bundled.get(f.name)
+        shown = "" if value is None or f.name == "examples" else f" (bundled serve.yaml: {value})"
+        help_text = helps[f.name] + shown
         if kind is None:
             parser.add_argument(option, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)
