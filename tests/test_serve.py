@@ -60,6 +60,26 @@ def test_main_refuses_a_missing_model_or_metrics_in_one_line(tmp_path, capsys):
     assert "metrics file not found" in capsys.readouterr().err
 
 
+def test_a_taken_port_is_one_line_and_exit_code_1(tiny_model_dir, capsys):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["--model", str(tiny_model_dir), "--port", str(port)]) == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_the_upload_limit_reaches_the_server():
+    from emocaliber.serve.app import launch_kwargs
+
+    config = config_from_args(build_parser().parse_args(["--model", "m", "--max-upload-mb", "2.5"]))
+    kwargs = launch_kwargs(config, [])
+    assert kwargs["max_file_size"] == int(2.5 * 1024 * 1024)
+    assert (kwargs["server_name"], kwargs["share"]) == ("127.0.0.1", False)
+
+
 # ------------------------------------------------------------------------------------------------ examples
 def test_examples_are_drawn_the_same_every_time(tmp_path):
     spec = [{"primary": "awe"}, {"primary": "anger", "secondary": "fear", "w": 0.6, "seed": 3},

@@ -60,5 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         examples = write_examples(config.examples, tmp, config.example_size)
         demo = build_app(model, config, calibration, examples)
         print(f"emocaliber serve: {config.model} on http://{config.host}:{config.port}", flush=True)
-        demo.launch(**launch_kwargs(config, [tmp]))
+        try:
+            demo.launch(**launch_kwargs(config, [tmp]))
+        except OSError as e:  # the port is taken, or the address is not this machine's
+            print(f"emocaliber serve: error: cannot listen on {config.host}:{config.port} ({e}); choose another "
+                  "--port or --host", file=sys.stderr)
+            return 1
     return 0
