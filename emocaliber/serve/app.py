@@ -43,7 +43,7 @@ CSS = """
 .confidence-bar {height: 14px; background: #eaecf0; border-radius: 7px; overflow: hidden; margin: 6px 0;}
 .confidence-bar > div {height: 100%; background: #2e90fa;}
 .reasoning-part h3 {margin: 10px 0 2px 0; font-size: 1.05em;}
-.reasoning-part p {margin: 0; white-space: pre-wrap;}
+.reasoning-part p {margin: 0; white-space: pre-wrap; overflow-wrap: anywhere;}
 .calibration {margin-top: 10px; font-style: italic;}
 .problems {color: #b54708;}
 """
