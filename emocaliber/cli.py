@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "eval-blends": "emocaliber.blend_rank:main",
     "predict": "emocaliber.inference:main",
     "demo": "emocaliber.demo:main",
+    "serve": "emocaliber.serve:main",
 }
 
 USAGE = """\

@@ -25,10 +25,15 @@ class ImageLoadError(ValueError):
     """An image is missing, outside the dataset root, not decodable or of a size the model refuses."""
 
 
-def image_size_problem(width: int, height: int) -> str | None:
-    """Why Qwen2.5-VL's processor would refuse an image of this size, or None. Checked when the image is
-    loaded, because the processor's own error comes from inside a batch and would take the batch (and a long
-    run) down with it instead of costing that one item."""
+def image_size_problem(width: int, height: int, pixel_limit: int | None = None) -> str | None:
+    """Why Qwen2.5-VL's processor would refuse an image of this size (or it has more than ``pixel_limit``
+    pixels), or None. Checked when the image is loaded, because the processor's own error comes from inside a
+    batch and would take the batch (and a long run) down with it instead of costing that one item. A server sets
+    ``pixel_limit`` well below PIL's own decompression-bomb threshold: the size comes from the file header, so a
+    small file that expands to gigabytes of pixels is refused before anything is decoded."""
+    if pixel_limit is not None and width * height > pixel_limit:
+        return (f"is {width}x{height} = {width * height:,} pixels, more than the limit of {pixel_limit:,}; "
+                "downscale it")
     if min(width, height) < 1:
         return f"is {width}x{height} pixels: empty"
     ratio = max(width, height) / min(width, height)
@@ -38,15 +43,15 @@ def image_size_problem(width: int, height: int) -> str | None:
     return None
 
 
-def check_image(image: PILImage, where: str = "the image") -> PILImage:
+def check_image(image: PILImage, where: str = "the image", pixel_limit: int | None = None) -> PILImage:
     """``image`` as RGB, or :class:`ImageLoadError` when the model would refuse its size."""
-    problem = image_size_problem(*image.size)
+    problem = image_size_problem(*image.size, pixel_limit)
     if problem:
         raise ImageLoadError(f"image size not accepted: {where} {problem}")
     return image.convert("RGB")
 
 
-def open_image(path: str | os.PathLike, hint: str = "") -> PILImage:
+def open_image(path: str | os.PathLike, hint: str = "", pixel_limit: int | None = None) -> PILImage:
     """The file at ``path`` as an RGB image, fully decoded now; :class:`ImageLoadError` names the path and why.
 
     ``hint`` is appended to the "not found" message (e.g. "; check --image-root")."""
@@ -54,7 +59,7 @@ def open_image(path: str | os.PathLike, hint: str = "") -> PILImage:
 
     try:
         with Image.open(path) as im:
-            problem = image_size_problem(*im.size)  # the header says the size: no decoding a refused image
+            problem = image_size_problem(*im.size, pixel_limit)  # the header's size: a refused image is not decoded
             image = None if problem else im.convert("RGB")
     except FileNotFoundError:
         raise ImageLoadError(f"image not found: {os.fspath(path)}{hint}") from None

@@ -102,42 +102,44 @@ def resolve_candidates(candidates: Sequence[str] | str | None = None, task: str 
     return labels, tuple(sorted(c.lower() for c in labels)) == _SENTIMENT
 
 
-def load_image(image: Any):
+def load_image(image: Any, *, pixel_limit: int | None = None):
     """``image`` as an RGB PIL image: a local path, a PIL image or an H x W x 3 uint8 array. Never fetches URLs.
 
     Files go through the project's one loader (:func:`emocaliber.images.open_image`); a size the model's processor
     would refuse (e.g. 600 x 2 pixels) is an :class:`InputError` here rather than a traceback from inside
-    generation."""
+    generation. ``pixel_limit`` refuses larger images from the file header, before any decoding."""
     from PIL import Image
 
     from emocaliber.images import ImageLoadError, check_image, open_image
 
     try:
         if isinstance(image, Image.Image):
-            return check_image(image)
+            return check_image(image, pixel_limit=pixel_limit)
         if isinstance(image, (str, os.PathLike)):
             text = os.fspath(image)
             if _URL.match(text):
                 raise InputError(f"{text[:80]} is a URL; EmoCaliber does not download images: save it and pass "
                                  "the local file path (or a PIL image)")
-            return open_image(Path(text).expanduser())
+            return open_image(Path(text).expanduser(), pixel_limit=pixel_limit)
         if type(image).__module__ == "numpy" and type(image).__name__ == "ndarray":
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype.name != "uint8":
                 raise InputError(f"an image array must be H x W x 3 uint8 (RGB), got shape {image.shape} and "
                                  f"dtype {image.dtype}")
             import numpy as np
 
-            return check_image(Image.fromarray(np.ascontiguousarray(image)))
+            return check_image(Image.fromarray(np.ascontiguousarray(image)), pixel_limit=pixel_limit)
     except ImageLoadError as e:
         raise InputError(str(e)) from None
     raise InputError(f"an image must be a file path, a PIL image or an H x W x 3 uint8 numpy array, "
                      f"got {type(image).__name__}")
 
 
-def build_request(image: Any, candidates: Sequence[str] | str | None = None, task: str | None = None):
+def build_request(image: Any, candidates: Sequence[str] | str | None = None, task: str | None = None, *,
+                  constrained: bool = False):
     """The generation request for one image: the released evaluation prompt (with the confidence instruction)
-    around the image, with the training system prompt, exactly as the evaluation runner asks its records."""
-    from emocaliber.generation import GenerationRequest
+    around the image, with the training system prompt, exactly as the evaluation runner asks its records.
+    ``constrained`` attaches the output contract's regular expression (:func:`generation.contract_regex`)."""
+    from emocaliber.generation import GenerationRequest, contract_regex
     from emocaliber.prompts import SYSTEM_PROMPT, build_prompt
 
     labels, sentiment = resolve_candidates(candidates, task)
@@ -146,7 +148,8 @@ def build_request(image: Any, candidates: Sequence[str] | str | None = None, tas
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": build_prompt(
             labels, with_confidence=True, sentiment=sentiment)}]},
     ]
-    return GenerationRequest(messages=messages, images=[load_image(image)]), labels
+    regex = contract_regex(labels) if constrained else None
+    return GenerationRequest(messages=messages, images=[load_image(image)], regex=regex), labels
 
 
 def default_device() -> str | None:
@@ -219,21 +222,26 @@ class EmoCaliber:
 
     def predict(self, image: Any, candidates: Sequence[str] | str | None = None, task: str | None = None, *,
                 temperature: float = 0.0, top_p: float = 1.0, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                seed: int = 0) -> Prediction:
-        """Label one image (path, PIL image or H x W x 3 uint8 array); see :class:`Prediction`."""
+                seed: int = 0, constrained: bool = False) -> Prediction:
+        """Label one image (path, PIL image or H x W x 3 uint8 array); see :class:`Prediction`.
+
+        ``constrained=True`` decodes under the output contract's grammar (xgrammar with transformers), so the
+        response always has the five parts, a candidate and a confidence: for a model that has not learned the
+        format, it shows what the model prefers within it."""
         return self.predict_batch([image], candidates, task, temperature=temperature, top_p=top_p,
-                                  max_new_tokens=max_new_tokens, seed=seed)[0]
+                                  max_new_tokens=max_new_tokens, seed=seed, constrained=constrained)[0]
 
     def predict_batch(self, images: Sequence[Any], candidates: Sequence[str] | str | None = None,
                       task: str | None = None, *, temperature: float = 0.0, top_p: float = 1.0,
-                      max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, seed: int = 0) -> list[Prediction]:
+                      max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, seed: int = 0,
+                      constrained: bool = False) -> list[Prediction]:
         """Label several images with the same candidates in one batched generation call, in input order."""
         from emocaliber.generation import SamplingSettings
         from emocaliber.parsing import parse_response
 
         if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
             raise InputError("predict_batch takes a list of images; use predict for one image")
-        built = [build_request(im, candidates, task) for im in images]
+        built = [build_request(im, candidates, task, constrained=constrained) for im in images]
         settings = SamplingSettings(n=1, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                                     seed=seed)
         texts = self.backend.generate([request for request, _ in built], settings) if built else []
