@@ -7,6 +7,7 @@ add their tasks with :func:`register_task`; nothing else in the project hard-cod
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 ID_VSA, ID_VER, OOD_VER = "ID VSA", "ID VER", "OOD VER"
@@ -50,9 +51,13 @@ HIERARCHIES: dict[str, dict[str, str]] = {
 }
 
 
+KINDS = ("sentiment", "emotion", "verification")
+
+
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task: ``labels`` are the candidates in prompt order; ``kind`` is "sentiment" or "emotion"."""
+    """One task: ``labels`` are the candidates in prompt order; ``kind`` is "sentiment", "emotion" or
+    "verification" (a yes/no question about one emotion named in the record's ``meta["emotion"]``)."""
 
     name: str
     labels: tuple[str, ...]
@@ -67,8 +72,8 @@ class TaskSpec:
     def __post_init__(self) -> None:
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"task {self.name!r}: duplicate labels in {self.labels}")
-        if self.kind not in ("sentiment", "emotion"):
-            raise ValueError(f"task {self.name!r}: kind must be 'sentiment' or 'emotion', got {self.kind!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"task {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
 
 
 _REGISTRY: dict[str, TaskSpec] = {}
@@ -98,6 +103,8 @@ def canonical_task_name(name: str) -> str:
         return _ALIASES[name]
     if name.lower().startswith("synthemo"):
         import emocaliber.synthemo  # noqa: F401  (registers the SynthEmo tasks on import)
+    if name.lower().startswith("emonet"):
+        importlib.import_module("emocaliber.emonet.corpus")  # registers the EmoNet-Face verification task
     folded = {k.lower(): k for k in list(_REGISTRY) + list(_ALIASES)}
     key = folded.get(name.strip().lower())
     if key is None:
