@@ -221,3 +221,125 @@ def alpha_per_emotion(ratings: np.ndarray, human: np.ndarray, n_boot: int = 1000
             if len(boots):
                 ci[e] = np.percentile(boots, [2.5, 97.5])
     return alpha, ci
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One model scored against the human reference (release metrics + calibration).
+
+RELIABLE_ALPHA = 0.3
+PRESENT_THRESHOLDS = (1, 2)
+
+
+class HumanReference:
+    """What every scored annotator is compared with, computed once: the human-human kappas, Krippendorff's
+    alpha, the per-image human median, and the reliable emotions (alpha >= 0.3)."""
+
+    def __init__(self, ratings: np.ndarray, human: np.ndarray, names: Sequence[str], n_boot: int = 1000,
+                 seed: int = 42, alpha_boot: int | None = None) -> None:
+        self.humans = list(np.flatnonzero(human))
+        self.names = list(names)
+        self.ratings = ratings[self.humans]              # (H, I, E)
+        hmask = np.ones(len(self.humans), dtype=bool)
+        self.k = kappa_against_humans(self.ratings, hmask)
+        local = list(range(len(self.humans)))
+        hnames = [self.names[h] for h in self.humans]
+        self.hh = human_human_kappas(self.k, local, hnames)
+        self.agreement = agreement(self.k, hmask)          # (H, E): each human against the others
+        self.alpha, self.alpha_ci = alpha_per_emotion(self.ratings, hmask, n_boot if alpha_boot is None
+                                                      else alpha_boot, seed)
+        self.median = human_median(self.ratings, hmask)    # (I, E)
+        self.reliable = self.alpha >= RELIABLE_ALPHA       # NaN alpha -> not reliable
+        self.n_boot, self.seed = n_boot, seed
+
+    def score(self, intensity: np.ndarray, p_present: np.ndarray | None = None) -> dict:
+        """Release metrics of one annotator's (images, emotions) intensities, and calibration of its
+        P(present) when given."""
+        n_e = intensity.shape[1]
+        k = np.stack([pair_kappas(intensity, self.ratings[h]) for h in range(len(self.humans))])  # (H, E)
+        per_emotion_kappa = agreement(k[None], np.ones(len(self.humans), dtype=bool))[0]
+        mh = k.reshape(-1)
+        mh = mh[~np.isnan(mh)]
+        rho = spearman_per_emotion(intensity, self.median)
+        out = {
+            "kappa": {"mean": nanmean(per_emotion_kappa),
+                      "reliable_mean": nanmean(per_emotion_kappa[self.reliable]),
+                      "human_human_mean": nanmean(self.hh),
+                      "could_be_annotator": could_be_annotator(mh, self.hh, self.n_boot, self.seed)},
+            "spearman": {"mean": nanmean(rho), "ci": bootstrap_mean(rho, self.n_boot, self.seed),
+                         "reliable_mean": nanmean(rho[self.reliable]),
+                         "n_undefined": int(np.isnan(rho).sum())},
+            "per_emotion": {"kappa": per_emotion_kappa.tolist(), "spearman": rho.tolist()},
+            "n_emotions": n_e,
+        }
+        if p_present is not None:
+            out["calibration"] = self.calibration(p_present)
+            out["per_emotion"]["auroc_present_ge1"] = [
+                _auroc_cells(p_present[:, e], self.median[:, e] >= 1) for e in range(n_e)]
+        return out
+
+    def calibration(self, p: np.ndarray, n_bins: int = 10) -> dict:
+        """ECE, Brier and AUROC of P(present) against the binarised human median (>= 1 and >= 2), over all
+        emotions and the reliable ones, with percentile bootstrap CIs over images."""
+        out = {}
+        for t in PRESENT_THRESHOLDS:
+            y = self.median >= t
+            for subset, cols in (("all", np.ones(p.shape[1], dtype=bool)), ("reliable", self.reliable)):
+                out[f"present_ge{t}/{subset}"] = calibration_block(p[:, cols], y[:, cols], self.n_boot,
+                                                                   self.seed, n_bins)
+        return out
+
+
+def _auroc_cells(p: np.ndarray, y: np.ndarray) -> float:
+    from emocaliber.metrics import auroc
+
+    keep = ~np.isnan(p)
+    return auroc(p[keep], y[keep]) if keep.any() else float("nan")
+
+
+def calibration_block(p: np.ndarray, y: np.ndarray, n_boot: int, seed: int, n_bins: int = 10) -> dict:
+    """ECE (the project's canonical bins), Brier and AUROC of P(present) ``p`` (images, emotions; NaN cells
+    left out) against ``y``; CIs resample images."""
+    from emocaliber.metrics import auroc, brier, ece
+
+    def values(rows: np.ndarray) -> tuple[float, float, float]:
+        pp, yy = p[rows].reshape(-1), y[rows].reshape(-1)
+        keep = ~np.isnan(pp)
+        pp, yy = pp[keep], yy[keep]
+        if not len(pp):
+            return float("nan"), float("nan"), float("nan")
+        return ece(pp, yy, n_bins), brier(pp, yy), auroc(pp, yy)
+
+    n_images = p.shape[0]
+    point = values(np.arange(n_images))
+    block: dict = {"n_cells": int((~np.isnan(p)).sum()), "n_emotions": int(p.shape[1]),
+                   "prevalence": float(y[~np.isnan(p)].mean()) if (~np.isnan(p)).any() else None}
+    boots = None
+    if n_boot and n_images > 1 and p.size:
+        rng = np.random.default_rng(seed)
+        boots = np.array([values(rng.integers(0, n_images, n_images)) for _ in range(n_boot)])
+    for j, name in enumerate(("ece", "brier", "auroc")):
+        ci = [None, None]
+        if boots is not None:
+            col = boots[:, j][~np.isnan(boots[:, j])]
+            if len(col):
+                ci = [float(x) for x in np.percentile(col, [2.5, 97.5])]
+        block[name] = {"value": _num(point[j]), "ci": ci}
+    return block
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or np.isnan(x) else float(x)
+
+
+def quantile_intensity(p: np.ndarray, median: np.ndarray) -> np.ndarray:
+    """Per emotion, map the model's P ranks onto the empirical distribution of the human medians (the
+    third-party "oracle" calibration): it is fitted on the test labels, so a report flags it."""
+    out = np.full_like(p, np.nan)
+    for e in range(p.shape[1]):
+        keep = ~np.isnan(p[:, e]) & ~np.isnan(median[:, e])
+        if keep.sum() < 2:
+            continue
+        target = np.sort(median[keep, e])
+        ranks = np.argsort(np.argsort(p[keep, e], kind="stable"), kind="stable")
+        out[np.flatnonzero(keep), e] = target[ranks]
+    return out
