@@ -23,6 +23,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,13 @@ class HQRow:
     ratings: np.ndarray
 
 
+@lru_cache(maxsize=4096)
+def _column(key: str) -> int | None:
+    """Column of an annotations key (the file repeats the same 40 keys on every row)."""
+    name = canonical(key)
+    return None if name is None else INDEX[name]
+
+
 def parse_annotations(text: str) -> np.ndarray:
     """A release annotations dict literal -> 40 ratings (missing keys 0, ``Extra Dimensions|*`` dropped).
     Raises ``ValueError`` naming the bad key or value."""
@@ -106,12 +114,12 @@ def parse_annotations(text: str) -> np.ndarray:
     for key, value in d.items():
         if isinstance(key, str) and key.startswith(EXTRA_PREFIX):
             continue
-        name = canonical(key) if isinstance(key, str) else None
-        if name is None:
+        column = _column(key) if isinstance(key, str) else None
+        if column is None:
             raise ValueError(f"unknown emotion key {key!r}")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"rating of {key!r} is {value!r}, not a finite number")
-        out[INDEX[name]] = float(value)
+        out[column] = float(value)
     return out
 
 
