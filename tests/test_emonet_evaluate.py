@@ -143,3 +143,13 @@ def test_help_and_input_errors_are_one_line(tiny_model_dir, data, tmp_path, caps
     assert "LAION-AI/emonet-face" in capsys.readouterr().err
     assert main(args(tiny_model_dir, data, tmp_path, "--emotions", "Neutral")) == 1
     assert "none of the 40" in capsys.readouterr().err
+
+
+def test_an_image_path_leaving_the_root_is_that_items_error(data):
+    from emocaliber.emonet.evaluate import _Images
+
+    images = _Images(data / "images", ".jpg")
+    for bad in ("../hq", "/etc/passwd"):
+        pil, error = images.get(bad)
+        assert pil is None and bad in error
+    assert images.get("00000")[0] is not None

@@ -162,12 +162,13 @@ class _Images:
     def get(self, image: str):
         from emocaliber.emonet.readouts import load_cell_image
         from emocaliber.generation import ImageLoadError
+        from emocaliber.records import RecordError
 
         if image not in self.cache:
             try:
                 self.cache[image] = (load_cell_image(image + self.ext, self.root), None)
-            except ImageLoadError as e:
-                self.cache[image] = (None, str(e))
+            except (ImageLoadError, RecordError) as e:  # unreadable, or a path that leaves the image root
+                self.cache[image] = (None, f"image {image!r}: {e}")
         return self.cache[image]
 
 
