@@ -90,8 +90,8 @@ def _peak_iterating(path) -> int:
 
 
 def test_reading_is_streamed_memory_does_not_grow_with_rows(tmp_path):
-    small = write_hq(tmp_path / "small.csv", human_ratings(latent(100)))
-    large = write_hq(tmp_path / "large.csv", human_ratings(latent(1000)))  # 10x the rows
+    small = write_hq(tmp_path / "small.csv", human_ratings(latent(40)))
+    large = write_hq(tmp_path / "large.csv", human_ratings(latent(400)))  # 10x the rows
     assert _peak_iterating(large) < 1.5 * _peak_iterating(small)
 
 
