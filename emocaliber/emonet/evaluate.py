@@ -441,8 +441,8 @@ def _fmt(x: Any) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser("run_emonet_face.py")
+def main(argv: Sequence[str] | None = None, prog: str | None = "run_emonet_face.py") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     from emocaliber.modeling import ModelNotFoundError
 
