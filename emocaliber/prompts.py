@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from emocaliber.records import REASONING_PARTS, Record
+from emocaliber.records import REASONING_PARTS, Record, RecordError
 from emocaliber.tasks import get_task
 
 #: The system prompt used for SFT in the release (and Qwen2.5-VL's default).
@@ -40,8 +40,27 @@ def build_prompt(candidates: Sequence[str], *, with_confidence: bool, sentiment:
     return f"{question} {_FORMAT_CONF if with_confidence else _FORMAT}."
 
 
+_VERIFY = "Does the face in this image show {emotion} ({descriptors})? Answer yes or no. Think step by step."
+
+
+def build_verification_prompt(emotion: str, descriptors: Sequence[str] = (), *, with_confidence: bool) -> str:
+    """A yes/no question about one emotion (EmoNet-Face verification), in the same response format as the
+    classification prompt, so the one parser, reward and evaluation read it; the answer candidates are
+    ``yes`` and ``no``, and the confidence is the confidence in the stated answer. This project's wording."""
+    question = _VERIFY.format(emotion=emotion, descriptors=", ".join(descriptors)).replace(" ()", "")
+    return f"{question} {_FORMAT_CONF if with_confidence else _FORMAT}."
+
+
 def record_prompt(record: Record, *, with_confidence: bool) -> str:
-    """The prompt for a record, using its own candidate order and its task's kind."""
+    """The prompt for a record, using its own candidate order and its task's kind (a verification task asks
+    about ``meta["emotion"]``, described by ``meta["descriptors"]``)."""
+    if get_task(record.task).kind == "verification":
+        emotion = record.meta.get("emotion")
+        if not isinstance(emotion, str) or not emotion:
+            raise RecordError(f"record {record.id!r}: task {record.task} asks about meta['emotion'], which is "
+                              f"missing or not text")
+        return build_verification_prompt(emotion, record.meta.get("descriptors", ()),
+                                         with_confidence=with_confidence)
     return build_prompt(record.candidates, with_confidence=with_confidence, sentiment=get_task(record.task).is_sentiment)
 
 

@@ -13,12 +13,15 @@ from dataclasses import dataclass
 ID_VSA, ID_VER, OOD_VER = "ID VSA", "ID VER", "OOD VER"
 #: SynthEmo's groups (``emocaliber.synthemo``): its polarity task, its eight emotions, its shifted-style test set.
 SYNTH_VSA, SYNTH_VER, SYNTH_OOD = "Synth VSA", "Synth VER", "Synth OOD"
+#: EmoNet-Face's yes/no verification items (``emocaliber.emonet.corpus``).
+EMONET = "EmoNet-Face"
 #: Groups in report order.
-GROUPS: tuple[str, ...] = (ID_VSA, ID_VER, OOD_VER, SYNTH_VSA, SYNTH_VER, SYNTH_OOD)
+GROUPS: tuple[str, ...] = (ID_VSA, ID_VER, OOD_VER, SYNTH_VSA, SYNTH_VER, SYNTH_OOD, EMONET)
 
 #: Mikels' eight emotions in the order the released EmoSet-8 candidates use (positives first).
 MIKELS_8 = ("awe", "amusement", "contentment", "excitement", "anger", "sadness", "fear", "disgust")
 POLARITY_2 = ("positive", "negative")
+YES_NO = ("yes", "no")
 #: WebEmo level-3 labels in index order (0-24 in ``train25.txt``), original misspellings kept.
 WEBEMO_25 = (
     "affection", "cheerfullness", "confusion", "contentment", "disappointment", "disgust", "enthrallment",
@@ -53,9 +56,13 @@ HIERARCHIES: dict[str, dict[str, str]] = {
 }
 
 
+KINDS = ("sentiment", "emotion", "verification")
+
+
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task: ``labels`` are the candidates in prompt order; ``kind`` is "sentiment" or "emotion"."""
+    """One task: ``labels`` are the candidates in prompt order; ``kind`` is "sentiment", "emotion" or
+    "verification" (a yes/no question about one emotion named in the record's ``meta["emotion"]``)."""
 
     name: str
     labels: tuple[str, ...]
@@ -70,8 +77,8 @@ class TaskSpec:
     def __post_init__(self) -> None:
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"task {self.name!r}: duplicate labels in {self.labels}")
-        if self.kind not in ("sentiment", "emotion"):
-            raise ValueError(f"task {self.name!r}: kind must be 'sentiment' or 'emotion', got {self.kind!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"task {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
 
 
 #: Every task: its spec and the other spellings accepted on input (matched case-insensitively anyway).
@@ -89,6 +96,8 @@ TASKS: tuple[tuple[TaskSpec, tuple[str, ...]], ...] = (
     (TaskSpec("SynthEmo-2", POLARITY_2, SYNTH_VSA, "SynthEmo", "sentiment"), ()),
     (TaskSpec("SynthEmo-8", MIKELS_8, SYNTH_VER, "SynthEmo"), ()),
     (TaskSpec("SynthEmo-OOD-8", MIKELS_8, SYNTH_OOD, "SynthEmo"), ()),
+    # One yes/no question per (face, emotion): the emotion is the record's meta["emotion"].
+    (TaskSpec("EmoNet-Verify", YES_NO, EMONET, "EmoNet-Face", "verification"), ()),
 )
 _REGISTRY: dict[str, TaskSpec] = {spec.name: spec for spec, _ in TASKS}
 _ALIASES: dict[str, str] = {alias: spec.name for spec, aliases in TASKS for alias in aliases}
