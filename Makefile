@@ -13,7 +13,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# vLLM is installed for its tests (engine arguments, sampling parameters, multimodal processor run on CPU);
 	# it pins torch 2.14.0, given here so the resolver does not backtrack through older vLLM releases.
-	$(PY) -m pip install --quiet -e '.[train,dev,vllm,serve]' 'torch==2.14.0'
+	$(PY) -m pip install --quiet -e '.[train,dev,vllm]' 'torch==2.14.0'
+	# The web page's gradio caps pillow below 13 and vLLM 0.33 needs pillow 13, so pip cannot resolve the serve
+	# and vllm extras together: gradio goes in without its pillow cap, its other requirements as it states them
+	# (the page's tests run it on pillow 13; docs/dependencies.md).
+	$(PY) -m pip install --quiet --no-deps 'gradio==6.31.0' 'gradio-client==2.7.2'
+	$(PY) -m pip install --quiet 'brotli>=1.2.1' 'groovy~=0.1' 'hf-gradio>=0.4.1,<1' 'pydub<1' 'pytz>=2017.2' 'safehttpx>=0.1.7,<0.2' \
+		'semantic-version~=2.0' 'tomlkit>=0.12,<0.15'
 	touch $(STAMP)
 
 install: $(STAMP)
