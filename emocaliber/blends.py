@@ -152,7 +152,7 @@ def write_blends(records: Sequence[Record], image_root: str | Path, out_root: st
 
     A pair whose image cannot be read is skipped and named in ``problems``; the rest go on.
     """
-    from emocaliber.images import ImageLoadError, load_record_image as load_image
+    from emocaliber.images import ImageLoadError, load_record_image
 
     out_root = Path(out_root)
     (out_root / image_dir).mkdir(parents=True, exist_ok=True)
@@ -161,7 +161,7 @@ def write_blends(records: Sequence[Record], image_root: str | Path, out_root: st
     problems: list[str] = []
     for a, b in pair_records(records, n, settings.seed):
         try:
-            image_a, image_b = load_image(a, image_root), load_image(b, image_root)
+            image_a, image_b = load_record_image(a, image_root), load_record_image(b, image_root)
         except ImageLoadError as e:
             problems.append(str(e))
             continue

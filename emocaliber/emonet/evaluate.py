@@ -161,7 +161,7 @@ class _Images:
 
     def get(self, image: str):
         from emocaliber.emonet.readouts import load_cell_image
-        from emocaliber.generation import ImageLoadError
+        from emocaliber.images import ImageLoadError
         from emocaliber.records import RecordError
 
         if image not in self.cache:

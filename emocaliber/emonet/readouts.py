@@ -19,7 +19,8 @@ import numpy as np
 
 from emocaliber.emonet.corpus import VERIFY_TASK, YES_NO
 from emocaliber.emonet.taxonomy import BY_NAME, NAMES, canonical, emotions_in_text
-from emocaliber.generation import GenerationRequest, load_image
+from emocaliber.generation import GenerationRequest
+from emocaliber.images import load_record_image
 from emocaliber.parsing import last_span, parse_confidence, parse_response
 from emocaliber.prompts import SYSTEM_PROMPT, format_candidates
 from emocaliber.records import Record
@@ -142,5 +143,5 @@ def load_cell_image(image: str, image_root: Any):
     """The RGB image of an hq.csv image path (relative to the image root; never outside it)."""
     record = Record(id=image, task=VERIFY_TASK, image=image, candidates=list(YES_NO), ground_truth="yes",
                     split="test", source="EmoNet-Face HQ", meta={"emotion": NAMES[0]})
-    return load_image(record, image_root)
+    return load_record_image(record, image_root)
 
