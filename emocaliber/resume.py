@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from emocaliber.atomic import OutputError, describe_os_error
 from emocaliber.records import dumps
 
 T = TypeVar("T")
@@ -77,9 +78,13 @@ def run_chunked(
             rows = process_chunk(chunk, chunk_seed(seed, index))
             if len(rows) != len(chunk) * rows_per_item:
                 raise RuntimeError(f"chunk {index}: expected {len(chunk) * rows_per_item} rows, got {len(rows)}")
-            fh.write("".join(dumps(r) + "\n" for r in rows))
-            fh.flush()
-            os.fsync(fh.fileno())
+            try:
+                fh.write("".join(dumps(r) + "\n" for r in rows))
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError as e:  # a chunk cut short here is redone by the next run (see _line_ends)
+                raise OutputError(e.errno, describe_os_error(e, out) + " (the same command resumes after the last "
+                                  "complete chunk)") from e
             if progress:
                 progress(len(chunk))
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
@@ -138,6 +139,10 @@ class DataArgs:
     skip_bad_records: bool = field(
         default=False, metadata={"help": "Count, report and skip invalid records or records whose image is missing "
                                          "instead of stopping before training."})
+    overwrite: bool = field(
+        default=False, metadata={"help": "Discard the checkpoints of an earlier run in output_dir whose settings, data "
+                                         "or base weights differ, instead of refusing to start (without it such a "
+                                         "rerun stops with a line naming what changed)."})
     verify_images: bool = field(
         default=False, metadata={"help": "Open every image's header before training (slower start, catches corrupt "
                                          "files that would otherwise stop training mid-way)."})
@@ -162,14 +167,26 @@ def user_errors_exit(prog: str | None = None) -> Iterator[None]:
 
     Programming errors keep their traceback. Used by the thin recipe scripts around parsing and the run.
     """
+    from emocaliber.atomic import OutputError, describe_os_error
+    from emocaliber.locking import LockedError
     from emocaliber.modeling import ModelNotFoundError
     from emocaliber.train.data import DataError
+    from emocaliber.weights import CorruptWeightsError
 
     try:
         yield
-    except (ConfigError, DataError, ModelNotFoundError, FileNotFoundError) as e:
+    except (ConfigError, DataError, ModelNotFoundError, FileNotFoundError, LockedError, OutputError,
+            CorruptWeightsError) as e:
         print(f"{prog or sys.argv[0]}: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except OSError as e:  # disk full, permission denied: name the file and the remedy (a checkpoint cut short
+        if e.errno not in _USER_FIXABLE_ERRNOS:  # by it is not marked complete, so resume skips it)
+            raise
+        print(f"{prog or sys.argv[0]}: error: {describe_os_error(e)}", file=sys.stderr)
+        sys.exit(2)
+
+
+_USER_FIXABLE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def parse_args_and_config(parser: Any, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
@@ -180,6 +197,7 @@ def parse_args_and_config(parser: Any, argv: Sequence[str] | None = None) -> tup
     ``ConfigError`` with the original message, which names the offending key.
     """
     args = list(argv) if argv is not None else sys.argv[1:]
+    check_flags(parser, args)
     if "--config" in args and args.index("--config") + 1 < len(args):
         check_config_keys(parser, args[args.index("--config") + 1])
     try:
@@ -188,6 +206,19 @@ def parse_args_and_config(parser: Any, argv: Sequence[str] | None = None) -> tup
         raise
     except (ValueError, TypeError) as e:
         raise ConfigError(f"invalid configuration: {e}") from e
+
+
+def check_flags(parser: Any, args: Sequence[str]) -> None:
+    """Reject a misspelt ``--flag`` with the closest known one, before any config is built."""
+    import difflib
+
+    known = set(parser._option_string_actions)
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("--") and flag not in known:
+            close = difflib.get_close_matches(flag, known, n=1)
+            raise ConfigError(f"unknown option {flag}" + (f" (did you mean {close[0]}?)" if close else "")
+                              + "; see --help")
 
 
 def check_config_keys(parser: Any, config_path: str) -> None:

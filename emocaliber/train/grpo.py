@@ -46,11 +46,12 @@ from emocaliber.train.checkpoint import (
     SelfContainedCheckpointCallback,
     distributed_info,
     finalize_checkpoint,
+    prepare_output_dir,
     training_info,
 )
 from emocaliber.train.configs import ConfigError, DataArgs, ModelArgs
 from emocaliber.train.data import build_datasets
-from emocaliber.train.sft import freeze_vision, resolve_resume, setup_logging
+from emocaliber.train.sft import freeze_vision, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -400,7 +401,7 @@ def run_grpo(
 
     setup_logging(training_args)
     set_seed(training_args.seed)
-    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    resume = prepare_output_dir("stage3", model_args, data_args, training_args, script_args)
     trainer = build_trainer(model_args, data_args, script_args, training_args, callbacks=callbacks)
     logger.info("*** stage3: GRPO on %d prompts ***", len(trainer.train_dataset))
     result = trainer.train(resume_from_checkpoint=resume)
