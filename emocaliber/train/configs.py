@@ -139,6 +139,9 @@ class DataArgs:
     skip_bad_records: bool = field(
         default=False, metadata={"help": "Count, report and skip invalid records or records whose image is missing "
                                          "instead of stopping before training."})
+    allow_missing_reasoning: bool = field(
+        default=False, metadata={"help": "SFT: train records without 'reasoning' answer-only (counted and warned) "
+                                         "instead of refusing them; an answer-only record teaches no reasoning."})
     overwrite: bool = field(
         default=False, metadata={"help": "Discard the checkpoints of an earlier run in output_dir whose settings, data "
                                          "or base weights differ, instead of refusing to start (without it such a "
