@@ -288,7 +288,7 @@ def _check_same_run(config_path: Path, identity: dict[str, Any]) -> None:
     # "auto" matches whichever backend the earlier run resolved to; the resolved name is checked once built.
     changed = [f"{k} {previous.get(k)!r} -> {identity[k]!r}" for k in IDENTITY_FIELDS
                if previous.get(k) != identity[k] and not (k == "backend" and identity[k] == "auto")
-               and not (k == "weights" and not _weights_known(identity[k]))]
+               and not (k == "weights" and not (_weights_known(identity[k]) and k in previous))]
     if changed:
         raise EvalError(f"{config_path.parent} holds a run with other settings ({'; '.join(changed)}); "
                         "rerun with the same settings to resume, or pass --overwrite or another --out")
@@ -296,7 +296,8 @@ def _check_same_run(config_path: Path, identity: dict[str, Any]) -> None:
 
 def _weights_known(weights: Any) -> bool:
     """Whether the weights' fingerprint could be read (a local directory, or a hub snapshot on disk); when not,
-    nothing can be generated either, so a finished run may still be re-reported."""
+    nothing can be generated either, so a finished run may still be re-reported. (A run_config.json written
+    before weights were fingerprinted has no entry to compare with.)"""
     return isinstance(weights, dict) and bool(weights.get("sha256") or weights.get("revision"))
 
 

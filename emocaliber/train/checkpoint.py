@@ -437,11 +437,22 @@ def run_fingerprint(stage: str, model_args: Any, data_args: Any, training_args: 
         "data": data,
         "training": training,
         "script": _jsonable(script_args) if script_args is not None else None,
-        "data_files": {k: fingerprint.file_fingerprint(getattr(data_args, k, None)) for k in ("train_file",
-                                                                                              "eval_file")},
-        "base_weights": fingerprint.model_fingerprint(model_args.model_name_or_path),
+        "data_files": {k: _digest(fingerprint.file_fingerprint(getattr(data_args, k, None)))
+                       for k in ("train_file", "eval_file")},
+        "base_weights": _digest(fingerprint.model_fingerprint(model_args.model_name_or_path)),
         "code": fingerprint.code_version(),
     }
+
+
+def _digest(fp: dict[str, Any] | None) -> str | None:
+    """One comparable value per file or model (a change then reads as one line, not one per detail)."""
+    if fp is None:
+        return None
+    if "sha256" in fp:
+        return fp["sha256"]
+    if "hub_id" in fp:
+        return f"{fp['hub_id']}@{fp.get('revision') or 'unknown revision'}"
+    return f"missing {fp.get('path')}"
 
 
 def _is_main_rank() -> bool:
@@ -480,8 +491,9 @@ def prepare_output_dir(stage: str, model_args: Any, data_args: Any, training_arg
     has_run = any(out.glob("checkpoint-*")) or (out / INFO_FILE).is_file()
     changed: list[str] = []
     if old is not None:
-        compared = ("stage", "model", "data", "training", "script", "data_files", "base_weights")
-        changed = fingerprint.differences({k: old.get(k) for k in compared}, {k: new[k] for k in compared})
+        compared = ("stage", "training", "model", "script", "data", "data_files", "base_weights")
+        changed = [d for k in compared for d in fingerprint.differences({k: old.get(k)}, {k: new[k]}, limit=99)]
+        changed = changed[:6] + ([f"{len(changed) - 6} more"] if len(changed) > 6 else [])
     elif has_run:
         changed = [f"it holds a run without {RUN_FILE}, so its settings are unknown"]
     if changed and not overwrite:

@@ -215,7 +215,7 @@ def check_flags(parser: Any, args: Sequence[str]) -> None:
     """Reject a misspelt ``--flag`` with the closest known one, before any config is built."""
     import difflib
 
-    known = set(parser._option_string_actions)
+    known = set(parser._option_string_actions) | {"--config"}  # TrlParser reads --config itself
     for arg in args:
         flag = arg.split("=", 1)[0]
         if flag.startswith("--") and flag not in known:
