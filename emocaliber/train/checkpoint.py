@@ -345,7 +345,10 @@ AUTO_RESUME = ("auto", "last", "true", "True")
 _RUN_MECHANICS = ("output_dir", "logging_dir", "resume_from_checkpoint", "run_name", "report_to", "disable_tqdm",
                   "log_level", "log_level_replica", "dataloader_num_workers", "dataloader_persistent_workers",
                   "dataloader_prefetch_factor", "push_to_hub", "overwrite", "eval_steps", "eval_strategy",
-                  "do_eval", "skip_memory_metrics")
+                  "do_eval", "skip_memory_metrics", "log_completions", "num_completions_to_print",
+                  "wandb_log_unique_prompts")
+#: How long to train: a resume may extend a run (logged), since its checkpoints hold the same earlier steps.
+_RUN_LENGTH = ("max_steps", "num_train_epochs")
 _RUN_MECHANICS_PREFIXES = ("logging_", "save_", "hub_", "push_to_hub_", "trackio_")
 
 
@@ -493,6 +496,11 @@ def prepare_output_dir(stage: str, model_args: Any, data_args: Any, training_arg
     if old is not None:
         compared = ("stage", "training", "model", "script", "data", "data_files", "base_weights")
         changed = [d for k in compared for d in fingerprint.differences({k: old.get(k)}, {k: new[k]}, limit=99)]
+        length = [d for d in changed if d.split(" ")[0] in {f"training.{k}" for k in _RUN_LENGTH}]
+        if length:
+            logger.warning("output_dir %s: run length changed (%s); resuming continues the same run with the "
+                           "learning-rate schedule of the new length", out, "; ".join(length))
+            changed = [d for d in changed if d not in length]
         changed = changed[:6] + ([f"{len(changed) - 6} more"] if len(changed) > 6 else [])
     elif has_run:
         changed = [f"it holds a run without {RUN_FILE}, so its settings are unknown"]
