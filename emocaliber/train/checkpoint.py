@@ -518,6 +518,8 @@ def prepare_output_dir(stage: str, model_args: Any, data_args: Any, training_arg
         (out / COMPLETE_FILE).unlink(missing_ok=True)  # the final model here is rewritten by this run
     if old is not None and old.get("code") != new["code"]:
         logger.warning("output_dir %s was started by code %s, now %s", out, old.get("code"), new["code"])
+    if changed:  # overwrite: every rank starts afresh, whether or not the main rank has removed checkpoints yet
+        return None
     return resolve_resume(training_args.resume_from_checkpoint, out)
 
 
