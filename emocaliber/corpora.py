@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from emocaliber.generation import GenerationBackend, ImageLoadError, SamplingSettings, record_request
+from emocaliber.locking import LockedError
 from emocaliber.parsing import ParsedResponse, parse_response
 from emocaliber.prompts import format_target
 from emocaliber.records import REASONING_PARTS, Record, iter_jsonl, write_jsonl
@@ -213,8 +214,11 @@ def collect_samples(
     path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     with tqdm(total=len(records), desc="sampling", unit="item", disable=not progress) as bar:
-        run_chunked(list(records), path, responder, chunk_size=chunk_size, seed=seed, overwrite=overwrite,
-                    progress=bar.update)
+        try:
+            run_chunked(list(records), path, responder, chunk_size=chunk_size, seed=seed, overwrite=overwrite,
+                        progress=bar.update)
+        except LockedError as e:  # another build is appending to the same samples file
+            raise CorpusError(str(e)) from None
     # Line by line, not str.splitlines(): a response may hold U+2028 or U+0085, which JSON leaves unescaped.
     rows = [row for _, row in iter_jsonl(path)]
     for r, row in zip(records, rows):

@@ -22,10 +22,11 @@ class LockedError(RuntimeError):
 
 
 class DirectoryLock:
-    """Holds ``flock`` on ``<directory>/.emocaliber.lock`` until :meth:`release` (or process exit)."""
+    """Holds ``flock`` on ``<directory>/<name>`` (default ``.emocaliber.lock``) until :meth:`release` (or process
+    exit). A file written by resumable appends takes its own lock name, e.g. ``.samples.jsonl.lock``."""
 
-    def __init__(self, directory: str | os.PathLike):
-        self.path = Path(directory) / LOCK_FILE
+    def __init__(self, directory: str | os.PathLike, name: str = LOCK_FILE):
+        self.path = Path(directory) / name
         self._fd: int | None = None
 
     def acquire(self) -> DirectoryLock:
@@ -50,9 +51,9 @@ class DirectoryLock:
 
 
 @contextlib.contextmanager
-def locked(directory: str | os.PathLike) -> Iterator[DirectoryLock]:
+def locked(directory: str | os.PathLike, name: str = LOCK_FILE) -> Iterator[DirectoryLock]:
     """Hold the directory's lock for the ``with`` block; raise :class:`LockedError` naming the holder's PID."""
-    lock = DirectoryLock(directory).acquire()
+    lock = DirectoryLock(directory, name).acquire()
     try:
         yield lock
     finally:

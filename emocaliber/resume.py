@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from emocaliber.atomic import OutputError, describe_os_error
+from emocaliber.locking import locked
 from emocaliber.records import dumps
 
 T = TypeVar("T")
@@ -60,6 +61,14 @@ def run_chunked(
     """
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    with locked(out.parent, f".{out.name}.lock"):  # a second writer of the same file fails at once, naming us
+        return _run_chunked(items, out, process_chunk, chunk_size=chunk_size, seed=seed,
+                            rows_per_item=rows_per_item, overwrite=overwrite, progress=progress)
+
+
+def _run_chunked(items: Sequence[T], out: Path, process_chunk: Callable[[list[T], int], list[dict[str, Any]]], *,
+                 chunk_size: int, seed: int, rows_per_item: int, overwrite: bool,
+                 progress: Callable[[int], None] | None) -> Path:
     per_chunk = chunk_size * rows_per_item
     if overwrite or not out.exists():
         out.write_bytes(b"")

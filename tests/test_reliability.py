@@ -199,14 +199,8 @@ def test_a_second_evaluation_into_the_same_out_fails_naming_the_pid(tiny_model_d
 
     out = tmp_path / "out"
     out.mkdir()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", ("import fcntl, os, sys, time\n"
-                                f"fd = os.open({str(out / LOCK_FILE)!r}, os.O_RDWR | os.O_CREAT)\n"
-                                "fcntl.flock(fd, fcntl.LOCK_EX)\nos.write(fd, f'{os.getpid()}\\n'.encode())\n"
-                                "print('locked', flush=True)\ntime.sleep(60)")],
-        stdout=subprocess.PIPE, text=True)
+    holder = _hold_lock(out / LOCK_FILE)
     try:
-        assert holder.stdout.readline().strip() == "locked"
         start = time.monotonic()
         with pytest.raises(LockedError, match=f"PID {holder.pid}"):
             run_evaluation(_eval_config(tiny_model_dir, eval_data, out), backend=Canned())
@@ -218,6 +212,50 @@ def test_a_second_evaluation_into_the_same_out_fails_naming_the_pid(tiny_model_d
     run_evaluation(_eval_config(tiny_model_dir, eval_data, out), backend=Canned())  # the kernel freed the lock
     rows = (out / "predictions.jsonl").read_text().splitlines()
     assert len(rows) == len(read_records(eval_data))
+
+
+def _hold_lock(path: Path) -> subprocess.Popen:
+    """Another process holding ``flock`` on ``path`` with its PID written in it, as a concurrent run would."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", ("import fcntl, os, time\n"
+                                f"fd = os.open({str(path)!r}, os.O_RDWR | os.O_CREAT)\n"
+                                "fcntl.flock(fd, fcntl.LOCK_EX)\nos.write(fd, f'{os.getpid()}\\n'.encode())\n"
+                                "print('locked', flush=True)\ntime.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_second_training_run_into_the_same_output_dir_fails_naming_the_pid(tiny_model_dir, world, tmp_path):
+    from emocaliber.locking import LOCK_FILE, LockedError
+    from emocaliber.train.sft import run_sft
+
+    out = tmp_path / "stage1"
+    out.mkdir()
+    holder = _hold_lock(out / LOCK_FILE)
+    try:
+        with pytest.raises(LockedError, match=f"PID {holder.pid}"):
+            run_sft(_model_args(tiny_model_dir), _data_args(world["stage1"]), sft_config(out), stage="stage1")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not list(out.glob("checkpoint-*")) and not (out / "model.safetensors").exists()
+
+
+def test_two_corpus_builds_into_one_samples_file_do_not_interleave(tmp_path):
+    from emocaliber.locking import LockedError
+    from emocaliber.resume import run_chunked
+
+    out = tmp_path / "samples.jsonl"
+    holder = _hold_lock(tmp_path / ".samples.jsonl.lock")
+    try:
+        with pytest.raises(LockedError, match=f"PID {holder.pid}"):
+            run_chunked(list(range(4)), out, lambda chunk, seed: [{"i": i} for i in chunk], chunk_size=2, seed=0)
+    finally:
+        holder.kill()
+        holder.wait()
+    run_chunked(list(range(4)), out, lambda chunk, seed: [{"i": i} for i in chunk], chunk_size=2, seed=0)
+    assert out.read_text().count("\n") == 4
 
 
 def test_dropped_lines_are_stated_in_the_report_and_fail_the_run(tiny_model_dir, eval_data, tmp_path, capsys,
