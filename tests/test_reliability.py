@@ -289,6 +289,19 @@ def test_a_failed_evaluation_leaves_no_empty_output_dir(eval_data, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_training_run_that_fails_its_checks_leaves_no_output_dir(tiny_model_dir, tmp_path):
+    """The output directory is claimed (locked, fingerprinted) before the data are checked; a run stopped by a
+    missing train file must remove it again at exit rather than leave a directory holding only bookkeeping."""
+    from _sft_utils import run_script
+
+    out = tmp_path / "stage1"
+    res = run_script([sys.executable, str(ROOT / "recipes" / "stage1_sft.py"), "--config",
+                      str(ROOT / "recipes" / "tiny" / "stage1.yaml"), "--model_name_or_path", str(tiny_model_dir),
+                      "--output_dir", str(out), "--train_file", str(tmp_path / "missing.jsonl")])
+    assert res.returncode == 2 and "data file not found" in res.stderr.strip().splitlines()[-1]
+    assert not out.exists()
+
+
 def test_a_full_disk_is_one_line_naming_the_file_and_the_resume(tiny_model_dir, eval_data, tmp_path, capsys,
                                                                  monkeypatch):
     from emocaliber import evaluation
@@ -305,6 +318,21 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_resume(tiny_model_dir, 
     assert code == 1 and len(err.splitlines()) == 1
     assert f"cannot write {out / 'predictions.jsonl'}: No space left on device; the disk is full" in err
     assert not (out / "metrics.json").exists()
+
+
+def test_a_full_disk_while_training_is_one_line_naming_the_file(capsys):
+    """A save that hits ENOSPC: the recipe's error is one line naming the file and the remedy (exit 2); the
+    checkpoint it was writing is not marked complete, so ``auto`` resume skips it."""
+    from emocaliber.train.configs import user_errors_exit
+
+    with pytest.raises(SystemExit) as e, user_errors_exit("stage1_sft.py"):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/stage1/checkpoint-3/model.safetensors")
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1
+    assert err == ("stage1_sft.py: error: cannot write runs/stage1/checkpoint-3/model.safetensors: No space left on "
+                   "device; the disk is full; free space or choose another output location, then rerun")
+    with pytest.raises(ZeroDivisionError), user_errors_exit("stage1_sft.py"):  # a bug keeps its traceback
+        raise ZeroDivisionError
 
 
 def test_corrupt_weights_are_one_line_naming_the_file(tiny_model_dir, tmp_path):
