@@ -197,8 +197,13 @@ def collect_samples(
     """
     from tqdm.auto import tqdm
 
+    from emocaliber.fingerprint import model_fingerprint
+
     path = Path(samples_path)
     config_path = path.with_name(path.name + CONFIG_SUFFIX)
+    model = config.get("model")
+    if isinstance(model, str) and Path(model).is_dir():  # other weights at the same path are another run
+        config = {**config, "model_sha256": model_fingerprint(model)["sha256"]}
     config = json.loads(json.dumps({  # JSON round trip: compares equal to what a resumed run reads back
         **config, "seed": seed, "chunk_size": chunk_size,
         "records_sha256": hashlib.sha256("\n".join(r.id for r in records).encode()).hexdigest()}))

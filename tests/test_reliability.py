@@ -258,6 +258,28 @@ def test_two_corpus_builds_into_one_samples_file_do_not_interleave(tmp_path):
     assert out.read_text().count("\n") == 4
 
 
+def test_corpus_resume_refuses_other_weights_at_the_same_path(tiny_model_dir, tmp_path):
+    from emocaliber.corpora import CorpusError, collect_samples
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    records = read_records(build_sft_world(tmp_path / "w", n_train=2)["stage1"])[:4]
+    calls = []
+
+    def responder(chunk, seed):
+        calls.append(len(chunk))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed after the first chunk
+        return [{"id": r.id, "responses": ["x"]} for r in chunk]
+
+    kwargs = {"config": {"model": str(model)}, "seed": 0, "chunk_size": 2, "progress": False}
+    with pytest.raises(KeyboardInterrupt):
+        collect_samples(records, responder, tmp_path / "samples.jsonl", **kwargs)
+    (model / "model.safetensors").write_bytes((model / "model.safetensors").read_bytes()[:-1] + b"\0")
+    with pytest.raises(CorpusError, match="model_sha256"):
+        collect_samples(records, responder, tmp_path / "samples.jsonl", **kwargs)
+
+
 def test_dropped_lines_are_stated_in_the_report_and_fail_the_run(tiny_model_dir, eval_data, tmp_path, capsys,
                                                                     monkeypatch):
     from emocaliber import evaluation
