@@ -6,8 +6,14 @@ Any directory a stage writes (the final ``output_dir`` and every intermediate ``
 The same information is kept machine-readable in ``emocaliber_training.json`` so the next stage can record its
 lineage. LoRA runs write adapters; :func:`merge_lora` turns one into a full checkpoint.
 
-Stage-agnostic: the SFT recipes and the GRPO stage share :func:`training_info`, :class:`ModelCardMixin` (put it
-before the TRL trainer class) and :class:`SelfContainedCheckpointCallback`.
+A checkpoint is *complete* only once :data:`COMPLETE_FILE` is in it, written last and atomically: a kill or a full
+disk during a save leaves a checkpoint that ``resume_from_checkpoint: auto`` skips instead of crashing on.
+:func:`prepare_output_dir` claims an ``output_dir`` for a run: it locks it against a second concurrent run and
+refuses one whose fingerprint (settings, data, base weights; ``emocaliber.fingerprint``) differs from the run
+that wrote it, so new settings are never recorded over old weights.
+
+Stage-agnostic: the SFT recipes and the GRPO stage share :func:`training_info`, :func:`prepare_output_dir`,
+:class:`ModelCardMixin` (put it before the TRL trainer class) and :class:`SelfContainedCheckpointCallback`.
 """
 
 from __future__ import annotations
