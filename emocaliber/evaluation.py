@@ -565,9 +565,14 @@ class OneLineErrorParser(argparse.ArgumentParser):
         import difflib
 
         if message.startswith("unrecognized arguments:"):
+            known = set(self._option_string_actions)
+            subcommands = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+            for action in subcommands:  # their options too (`emocaliber eval --modle`)
+                for sub in action.choices.values():
+                    known |= set(sub._option_string_actions)
             hints = []
             for flag in message.split(":", 1)[1].split():
-                close = difflib.get_close_matches(flag.split("=", 1)[0], list(self._option_string_actions), n=1)
+                close = difflib.get_close_matches(flag.split("=", 1)[0], sorted(known), n=1)
                 if flag.startswith("--") and close:
                     hints.append(f"{flag} -> did you mean {close[0]}?")
             if hints:

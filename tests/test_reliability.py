@@ -379,6 +379,11 @@ def test_misspelt_flags_get_a_suggestion(capsys):
     with pytest.raises(SystemExit):
         build_eval_parser("run_vecbench").parse_args(["--model", "m", "--data", "d", "--max-new-tokns", "8"])
     assert "did you mean --max-new-tokens?" in capsys.readouterr().err
+    from emocaliber.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["eval", "--model", "m", "--data", "d", "--max-new-tokns", "8"])
+    assert "did you mean --max-new-tokens?" in capsys.readouterr().err
     parser = TrlParser((ModelArgs, DataArgs, SFTConfig))
     with pytest.raises(ConfigError, match=r"unknown option --lerning_rate \(did you mean --learning_rate\?\)"):
         parse_args_and_config(parser, ["--model_name_or_path", "m", "--train_file", "t", "--lerning_rate", "1"])
