@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""Issue 11's targets, checked on finished demo runs: which hold, which miss and by how much.
+"""The demo's targets, checked on finished demo runs: which hold, which miss and by how much.
 
-For each run directory (``python -m emocaliber.demo --out DIR``) it reads the stage table the report is built from
-(``emocaliber.demo_report.stage_rows``) and prints every target per in-distribution group. ``--stage3 EVAL_DIR``
-(repeatable) checks another evaluation in place of the run's stage 3, for a stage-3 variant trained from the same
-stage 2 and evaluated as the demo evaluates it; ``--stage2 EVAL_DIR`` likewise replaces stage 2, for a variant
-that retrained it (``bench/stage3_variant.py --stage2``). The last line counts the stage-3 misses (five checks
-per group).
+The targets, per in-distribution group (Synth VSA, Synth VER): stage 1 parses (>= 0.98) and reaches 0.9 of the
+oracle's accuracy; stage 2 states a confidence (>= 0.98) and keeps stage 1's accuracy within 2 points; stage 3
+keeps stage 2's accuracy within 1 point, cuts stage 2's ECE by at least 30%, comes within 0.03 of the oracle's
+ECE, keeps stage 2's AUROC and reaches 0.9 of the oracle's. For each run directory (``emocaliber demo --out DIR``)
+it reads the stage table the report is built from (``emocaliber.demo_report.stage_rows``) and prints every
+target. ``--stage3 EVAL_DIR`` (repeatable) checks another evaluation in place of the run's stage 3 (a stage 3
+trained another way from the same stage 2 and evaluated as the demo evaluates it); ``--stage2 EVAL_DIR`` likewise
+replaces stage 2. The last line counts the stage-3 misses (five checks per group).
 
 Each run also gets a paired comparison of stage 3 with stage 2 on the same test images: the AUROC difference and
 the ECE ratio, each with a 95% percentile interval over ``--paired`` resamples of the images (0 = none). Each
@@ -14,8 +16,8 @@ evaluation's own interval is wider than that of a difference on the same images;
 target's boundary (a difference of 0, a ratio of 0.7) marks a miss or a hit the test set cannot tell apart. A
 30% cut that asks for an ECE below the oracle's own on the same images is marked as such.
 
-Example: python bench/demo_targets.py runs/d0 runs/d1 runs/d2
-         python bench/demo_targets.py runs/d0 --stage3 runs/d0/x-g4/eval
+Example: python bench/demo_targets.py runs/demo
+         python bench/demo_targets.py runs/s0 runs/s1 runs/s2 runs/s3
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def _cut(s3: float, s2: float, oracle: float) -> str:
 
 
 def checks(table: dict, stage3: dict) -> list[tuple[str, str, bool, str]]:
-    """(stage, target, holds, measured) for every target of the issue, per in-distribution group."""
+    """(stage, target, holds, measured) for every target, per in-distribution group."""
     out = []
     for g in GROUPS:
         s1, s2, s3, o = table["stage1"][g], table["stage2"][g], stage3[g], table["oracle"][g]
@@ -132,7 +134,7 @@ def main() -> None:
                    help="an evaluation directory to check in place of each run's stage 3 (one per run, in order)")
     p.add_argument("--stage2", type=Path, action="append", default=[],
                    help="an evaluation directory to check in place of each run's stage 2, for a variant that "
-                        "retrained stage 2 (bench/stage3_variant.py --stage2; one per run, in order)")
+                        "retrained stage 2 (one per run, in order)")
     p.add_argument("--paired", type=int, default=1000, metavar="N",
                    help="resamples of the paired stage-3 against stage-2 comparison, 0 = none (default %(default)s)")
     args = p.parse_args()

@@ -5,7 +5,7 @@ training, for the tiny Qwen2.5-VL on SynthEmo, with the project's default reward
 Pipeline (each part is cached under --out, so a rerun with other GRPO settings skips the rest):
   1. SynthEmo-8 (--n-train images) and the tiny model;
   2. a stage-2-like model: SFT on the teacher's reasoning + the drawn label + a *random* confidence target
-     (0.30-0.95 in steps of 0.05, seeded): an early trial found that a constant target (0.90) leaves the
+     (0.30-0.95 in steps of 0.05, seeded): a constant target (0.90) leaves the
      confidence tokens without entropy, so GRPO never explores another value;
   3. GRPO (emocaliber.train.grpo.run_grpo) for --steps steps, then the table of emocaliber.train.grpo.reward_curve
      over ranges of --bucket steps. The running-ECE window is set to one range, so "ece" is each range's own.

@@ -76,7 +76,7 @@ def pressure_table(rewards: dict) -> list[str]:
     return rows
 
 
-#: Per-image accuracy mixes. "two types" is the lead's trial: half clean images (p ~ 0.99), half mixtures
+#: Per-image accuracy mixes. "two types": half clean images (p ~ 0.99), half mixtures
 #: (p ~ 0.58), mean 0.785. The uniform ranges stand for VECBench-like spreads (accuracies 0.5-0.8).
 WORLDS = {
     "two types": np.array([0.58, 0.99]),

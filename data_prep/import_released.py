@@ -11,9 +11,14 @@
 Released image paths look like images/<dataset folder>/<original path>; records keep the part after
 --image-prefix, so the image root is <release>/images.
 
+The released files: VECBench/ is the Hugging Face dataset wudq/VECBench (images/ and VEC-CoT/), EmoCaliber/ the
+GitHub repository wdqqdw/EmoCaliber (input_data/test_8k.jsonl). An imported record keeps the file's question and
+assistant text, and training uses them verbatim (docs/training.md, "The released VEC-CoT files").
+
 Examples:
-  python data_prep/import_released.py import --test input_data/test_8k.jsonl \\
-      --cot VECBench/VEC-CoT/stage1_86k.jsonl --cot VECBench/VEC-CoT/stage2_43k_w_conf.jsonl --out data/released
+  python data_prep/import_released.py import --test EmoCaliber/input_data/test_8k.jsonl \\
+      --cot VECBench/VEC-CoT/stage1_86k.jsonl --cot VECBench/VEC-CoT/stage2_43k_w_conf.jsonl \\
+      --cot VECBench/VEC-CoT/stage3_14k.jsonl --out data/released
   python data_prep/import_released.py export --records data/released/stage3_14k.jsonl --to verl \\
       --image-root VECBench/images --out data/verl/train.parquet
 """

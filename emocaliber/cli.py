@@ -88,9 +88,9 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     p.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float16", "float32"),
                    help="weight dtype (default %(default)s: the checkpoint's)")
     p.add_argument("--min-pixels", type=_positive_int, help="image pixel lower bound (default: the checkpoint's "
-                                                            "processor; the release used 200704)")
+                                                            "processor, which the release's evaluation used too)")
     p.add_argument("--max-pixels", type=_positive_int, help="image pixel upper bound (default: the checkpoint's "
-                                                            "processor; the release used 451584)")
+                                                            "processor, which the release's evaluation used too)")
     p.add_argument("--parse-mode", choices=("strict", "emocaliber"), default="strict",
                    help="strict: the label only when the answer names one candidate; emocaliber: the original "
                         "evaluation's substring rules (default %(default)s)")

@@ -440,7 +440,7 @@ def _generate(items: EvalData, backend: Any, config: EvalConfig, predictions: Pa
 
 
 def _build_backend(config: EvalConfig, name: str):
-    from emocaliber.generation import get_backend, vllm_available
+    from emocaliber.generation import get_backend, refuse_lora_adapter, vllm_available
     from emocaliber.modeling import check_model_source
 
     source = check_model_source(config.model)
@@ -449,6 +449,10 @@ def _build_backend(config: EvalConfig, name: str):
         if not vllm_available():
             raise EvalError("--backend vllm needs vLLM: pip install 'emocaliber[vllm]' (GPU machines only), "
                             "or use --backend transformers")
+        try:
+            refuse_lora_adapter(source)
+        except ValueError as e:
+            raise EvalError(str(e)) from None
         return get_backend(source, "vllm", dtype=config.dtype, seed=config.seed, progress=False, **pixels)
     import torch
 
@@ -480,8 +484,9 @@ A killed run resumes where it stopped when the same command is run again; a fini
 EVAL_EPILOG = """\
 examples:
   # the release's protocol on the released test file (temperature 0.7, one sample, 1024 new tokens)
-  %(prog)s --model wudq/EmoCaliber --data VECBench/test_8k.jsonl --out runs/emocaliber \\
-      --min-pixels 200704 --max-pixels 451584
+  # (test_8k.jsonl: wdqqdw/EmoCaliber on GitHub, input_data/; images: the hub dataset wudq/VECBench)
+  %(prog)s --model wudq/EmoCaliber --data EmoCaliber/input_data/test_8k.jsonl --image-root VECBench \\
+      --out runs/emocaliber
   # a local checkpoint, two tasks, greedy decoding
   %(prog)s --model ckpt/stage3 --data data/vecbench/test.jsonl --tasks FI-8,EmoSet-8 --temperature 0
   # five samples per image, only the strict parser
@@ -536,9 +541,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     g.add_argument("--device", help="torch device for the transformers backend, e.g. cuda:1 (default: the "
                                     "first GPU if any, else cpu)")
     g.add_argument("--min-pixels", type=_positive_int, help="image pixel lower bound (default: the checkpoint's "
-                                                             "processor; the release used 200704)")
+                                                             "processor, which the release's evaluation used too)")
     g.add_argument("--max-pixels", type=_positive_int, help="image pixel upper bound (default: the checkpoint's "
-                                                             "processor; the release used 451584)")
+                                                             "processor, which the release's evaluation used too)")
     r = p.add_argument_group("report")
     r.add_argument("--parse-mode", choices=(*PARSE_MODES, "both"), default=d.parse_mode,
                    help="strict: this project's parser; emocaliber: the original evaluation's rules, for "

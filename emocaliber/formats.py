@@ -15,8 +15,14 @@
   Reasoning and confidence come from the assistant text through :func:`emocaliber.parsing.parse_response`; an
   answer other than the label is kept as ``Record.answer`` (a model's own response), as in the TRL round trip.
 
-Prompt text always comes from :mod:`emocaliber.prompts`; an imported file's own prompt is kept verbatim in
-``meta["prompt"]`` and written back by the exporters to the same format (``keep_prompt``), so a round trip is exact.
+Prompt text always comes from :mod:`emocaliber.prompts`, except for text a released file wrote itself: an imported
+row's question is kept verbatim in ``meta["prompt"]``, and its assistant text in ``meta["target"]`` when the
+project's rendering of the parsed fields would not give it back byte for byte (the release writes ``Contentment``,
+``0.875`` and newlines between the parts; the rendering gives ``contentment``, ``0.88`` and none). Training
+(:func:`training_messages`) and the exporters (``keep_prompt``) use that text verbatim, so a model trained on a
+VEC-CoT file learns the release's own question and answers, and a round trip is exact. :func:`released_prompt` and
+:func:`released_target` decide when the kept text still describes the record; records the project generated itself
+carry neither and are always rendered from their fields.
 Released image paths are ``images/<dataset folder>/<original path>``; records drop the ``images/`` prefix, so
 the image root is the folder that holds ``images/``'s content.
 """
@@ -87,6 +93,44 @@ def _prompt_text(record: Record, with_confidence: bool, keep_prompt: bool) -> st
     return record_prompt(record, with_confidence=with_confidence)
 
 
+def released_prompt(record: Record, *, with_confidence: bool) -> str | None:
+    """The question a released file asked for this record, if it fits the stage: ``None`` when the record has none
+    or when it asks for a ``<confidence>`` and ``with_confidence`` is false (or the reverse), e.g. a stage-1
+    VEC-CoT record given a confidence target later; the project's prompt is then the one that fits."""
+    prompt = record.meta.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip() or ("<confidence>" in prompt) != with_confidence:
+        return None
+    return prompt
+
+
+def released_target(record: Record, *, with_confidence: bool) -> str | None:
+    """The released assistant text of this record (``meta["target"]``), if it still states exactly the record's
+    reasoning, answer and confidence (and a confidence only when ``with_confidence``); otherwise ``None``.
+
+    A tool that changes a field (a new confidence target, another answer) thus never trains on stale text: the
+    record is rendered from its fields again.
+    """
+    text = record.meta.get("target")
+    if not isinstance(text, str) or ("<confidence>" in text) != with_confidence:
+        return None
+    try:
+        reasoning, confidence, answer = _target_fields(text, record.candidates)
+    except FormatError:
+        return None
+    same = (reasoning == record.reasoning and answer == (record.answer or record.ground_truth)
+            and confidence == (record.confidence if with_confidence else None))
+    return text if same else None
+
+
+def training_messages(record: Record, *, with_confidence: bool, system_prompt: str | None = SYSTEM_PROMPT,
+                      target: bool = True, image: Any = None) -> list[dict[str, Any]]:
+    """The chat messages a record is trained on: :func:`emocaliber.prompts.build_messages`, with the released
+    question and assistant text verbatim where :func:`released_prompt` / :func:`released_target` allow."""
+    return build_messages(record, with_confidence=with_confidence, system_prompt=system_prompt, target=target,
+                          image=image, prompt_text=released_prompt(record, with_confidence=with_confidence),
+                          target_text=released_target(record, with_confidence=with_confidence) if target else None)
+
+
 def _target_fields(text: str, candidates: list[str]) -> tuple[dict[str, str] | None, float | None, str | None]:
     """(reasoning, confidence, answer) from an assistant text; raises FormatError for a half-formed one."""
     parsed = parse_response(text, candidates, mode="strict")
@@ -142,9 +186,10 @@ def _text_of(content: Any) -> str:
 def to_trl_prompt_completion(record: Record, *, with_confidence: bool, image_root: str | os.PathLike,
                              system_prompt: str | None = SYSTEM_PROMPT, completion: bool = True) -> dict[str, Any]:
     """A TRL conversational prompt-completion row: ``prompt`` (system + user with ``{"type": "image"}`` and the
-    question), ``completion`` (the assistant target; omit with ``completion=False`` for GRPO), ``images``."""
-    messages = build_messages(record, with_confidence=with_confidence, system_prompt=system_prompt,
-                              target=completion)
+    question), ``completion`` (the assistant target; omit with ``completion=False`` for GRPO), ``images``. An
+    imported record's own question and assistant text are used verbatim (:func:`training_messages`)."""
+    messages = training_messages(record, with_confidence=with_confidence, system_prompt=system_prompt,
+                                 target=completion)
     row: dict[str, Any] = {"prompt": messages[:-1] if completion else messages}
     if completion:
         row["completion"] = messages[-1:]
@@ -155,7 +200,7 @@ def to_trl_prompt_completion(record: Record, *, with_confidence: bool, image_roo
 def to_trl_messages(record: Record, *, with_confidence: bool, image_root: str | os.PathLike,
                     system_prompt: str | None = SYSTEM_PROMPT) -> dict[str, Any]:
     """A TRL conversational language-modelling row: ``messages`` (with the assistant target) and ``images``."""
-    messages = build_messages(record, with_confidence=with_confidence, system_prompt=system_prompt, target=True)
+    messages = training_messages(record, with_confidence=with_confidence, system_prompt=system_prompt)
     return {"messages": messages, "images": [load_image(record, image_root)]} | record_columns(record)
 
 
@@ -282,9 +327,11 @@ def to_released_test(record: Record, *, with_confidence: bool = True, image_pref
 def to_vec_cot(record: Record, *, style: str = "messages", with_confidence: bool, image_prefix: str = IMAGE_PREFIX,
                keep_prompt: bool = True) -> dict[str, Any]:
     """A VEC-CoT-style SFT row for ms-swift: ``style="messages"`` (``messages`` + ``images``, ``<image>`` in the
-    user text) or ``"conversations"`` (Qwen content lists). The record's fields ride along for traceability."""
+    user text) or ``"conversations"`` (Qwen content lists). The record's fields ride along for traceability.
+    With ``keep_prompt`` an imported record's own question and assistant text are written back as they were."""
     text = _prompt_text(record, with_confidence, keep_prompt)
-    target = record_target(record, with_confidence=with_confidence)
+    target = (keep_prompt and released_target(record, with_confidence=with_confidence)
+              or record_target(record, with_confidence=with_confidence))
     fields = {"id": record.id, "task": record.task, "candidates": list(record.candidates),
               "ground_truth": record.ground_truth}
     if style == "messages":
@@ -391,7 +438,10 @@ def _from_chat_row(row: dict[str, Any], *, split: str, image_prefix: str, known:
             "source": get_task(task).source}
     # An assistant answer other than the label (a model's own response, as stage-2 records may carry) is kept as
     # the record's answer; Record drops it when it equals the label.
-    return _record_from_columns(cols, reasoning=reasoning, confidence=confidence, answer=answer, meta=meta)
+    record = _record_from_columns(cols, reasoning=reasoning, confidence=confidence, answer=answer, meta=meta)
+    if assistant is not None and assistant != record_target(record, with_confidence=confidence is not None):
+        record.meta["target"] = assistant  # the rendering would not give it back: keep the release's text
+    return record
 
 
 def from_released_test(row: dict[str, Any], *, image_prefix: str = IMAGE_PREFIX) -> Record:

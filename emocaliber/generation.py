@@ -353,11 +353,15 @@ def vllm_engine_kwargs(
     **extra: Any,
 ) -> dict[str, Any]:
     """Arguments for ``vllm.LLM``; the pixel bounds must equal the HF processor's or vLLM assigns a different
-    number of image tokens than training used. Weights load from safetensors only, as with transformers."""
+    number of image tokens than training used. Weights load from safetensors only, as with transformers.
+
+    ``limit_mm_per_prompt`` always holds ``video: 0`` unless the caller sets a video limit: prompts here carry
+    one image and no video, and without it vLLM reserves memory for dummy videos when it profiles the engine.
+    """
     kwargs: dict[str, Any] = {
         "model": str(model), "tensor_parallel_size": tensor_parallel_size,
         "gpu_memory_utilization": gpu_memory_utilization,
-        "limit_mm_per_prompt": dict(limit_mm_per_prompt or {"image": 1}), "seed": seed,
+        "limit_mm_per_prompt": {"image": 1, "video": 0, **(limit_mm_per_prompt or {})}, "seed": seed,
         # vLLM's default "auto" falls back to PyTorch .bin files, which are pickles and can run code on load.
         "load_format": "safetensors",
     }
@@ -417,6 +421,7 @@ class VLLMBackend:
         progress: bool = True,
         **engine_kwargs: Any,
     ) -> None:
+        refuse_lora_adapter(model)
         from vllm import LLM  # imported here: vLLM is an optional GPU-only extra
 
         from emocaliber.modeling import load_processor
@@ -450,6 +455,20 @@ class VLLMBackend:
 BACKENDS = ("auto", "vllm", "transformers")
 
 
+def is_lora_adapter(model: Any) -> bool:
+    """True for a directory holding a peft adapter (``adapter_config.json``) rather than a full checkpoint."""
+    return isinstance(model, (str, os.PathLike)) and os.path.isfile(os.path.join(model, "adapter_config.json"))
+
+
+def refuse_lora_adapter(model: Any) -> None:
+    """vLLM loads full checkpoints here: an adapter directory has no ``config.json`` for ``vllm.LLM`` to read,
+    and serving it through vLLM's LoRA support would drop any vision-tower LoRA weights, which vLLM ignores."""
+    if is_lora_adapter(model):
+        raise ValueError(f"{model} is a LoRA adapter, which the vLLM backend does not load; merge it into a full "
+                         "checkpoint with python recipes/merge_lora.py --adapter DIR --out DIR, or use --backend "
+                         "transformers")
+
+
 def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
@@ -473,9 +492,11 @@ def resolve_backend(model: Any, backend: str = "auto") -> str:
     import torch
 
     has_vllm, has_gpu = vllm_available(), torch.cuda.is_available()
-    name = "vllm" if has_vllm and has_gpu and not isinstance(model, tuple) else "transformers"
+    adapter = is_lora_adapter(model)
+    name = "vllm" if has_vllm and has_gpu and not isinstance(model, tuple) and not adapter else "transformers"
     why = ("vLLM and a GPU are available" if name == "vllm" else "vLLM is not installed" if not has_vllm
-           else "no GPU is visible" if not has_gpu else "an in-memory model was given")
+           else "no GPU is visible" if not has_gpu else "an in-memory model was given" if not adapter
+           else "a LoRA adapter, which vLLM does not load; recipes/merge_lora.py merges it for vLLM")
     logger.info("generation backend: %s (%s)", name, why)
     return name
 

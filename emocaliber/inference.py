@@ -195,10 +195,16 @@ class EmoCaliber:
 
         ``backend="transformers"`` runs anywhere (``device`` None = the first GPU if any, else CPU);
         ``"vllm"`` needs a GPU and the ``vllm`` extra; ``"auto"`` picks vLLM when both are there. Pixel bounds
-        default to the checkpoint's processor (the release evaluated with 200704-451584). A missing model
+        default to the checkpoint's processor (so did the release's evaluation). A missing model
         raises :class:`emocaliber.modeling.ModelNotFoundError` saying what was looked for.
         """
-        from emocaliber.generation import TransformersBackend, get_backend, resolve_backend, vllm_available
+        from emocaliber.generation import (
+            TransformersBackend,
+            get_backend,
+            refuse_lora_adapter,
+            resolve_backend,
+            vllm_available,
+        )
         from emocaliber.modeling import check_model_source, load_model_and_processor
 
         source = check_model_source(name_or_path)
@@ -206,6 +212,10 @@ class EmoCaliber:
             if not vllm_available():
                 raise InputError("backend 'vllm' needs vLLM: pip install 'emocaliber[vllm]' (GPU machines only), "
                                  "or use backend='transformers'")
+            try:
+                refuse_lora_adapter(source)
+            except ValueError as e:
+                raise InputError(str(e)) from None
             engine = get_backend(source, "vllm", min_pixels=min_pixels, max_pixels=max_pixels, dtype=dtype,
                                  trust_remote_code=trust_remote_code, progress=False)
         else:

@@ -22,7 +22,8 @@ QWEN_SPECIAL_TOKENS = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
     "<|image_pad|>", "<|video_pad|>",
 )
-#: Pixel bounds of the release (256 and 576 merged 28x28 patches).
+#: Pixel bounds of the release's SFT stages (256 and 576 merged 28x28 patches; its evaluation used the
+#: checkpoint's saved processor bounds instead, docs/evaluation.md).
 RELEASE_MIN_PIXELS, RELEASE_MAX_PIXELS = 256 * 28 * 28, 576 * 28 * 28
 #: Tiny-model bounds: a 56x56 image becomes 2x2 merged patches (4 image tokens).
 TINY_MIN_PIXELS, TINY_MAX_PIXELS = 56 * 56, 112 * 112

@@ -84,11 +84,15 @@ def build_messages(
     image: Any = None,
     system_prompt: str | None = SYSTEM_PROMPT,
     target: bool = False,
+    prompt_text: str | None = None,
+    target_text: str | None = None,
 ) -> list[dict[str, Any]]:
     """Chat messages in the content-list form TRL, transformers' chat templates and vLLM's chat API accept.
 
     ``image`` (a path or PIL image) goes into the image part when given; TRL instead pairs a bare
     ``{"type": "image"}`` part with its ``images`` column. ``target=True`` appends the assistant's SFT target.
+    ``prompt_text`` / ``target_text`` replace the rendered question / target (a released file's own text, which
+    ``emocaliber.formats.released_prompt`` and ``released_target`` vouch for).
     """
     image_part: dict[str, Any] = {"type": "image"}
     if image is not None:
@@ -96,9 +100,9 @@ def build_messages(
     messages: list[dict[str, Any]] = []
     if system_prompt:
         messages.append({"role": "system", "content": [{"type": "text", "text": system_prompt}]})
-    messages.append({"role": "user", "content": [image_part, {"type": "text",
-                                                               "text": record_prompt(record, with_confidence=with_confidence)}]})
+    question = prompt_text if prompt_text is not None else record_prompt(record, with_confidence=with_confidence)
+    messages.append({"role": "user", "content": [image_part, {"type": "text", "text": question}]})
     if target:
-        messages.append({"role": "assistant",
-                         "content": [{"type": "text", "text": record_target(record, with_confidence=with_confidence)}]})
+        text = target_text if target_text is not None else record_target(record, with_confidence=with_confidence)
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": text}]})
     return messages

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from emocaliber.blends import blend_target
 from emocaliber.parsing import normalize_answer, parse_response, release_format
 
 RewardFunc = Callable[..., list[float]]
@@ -205,12 +206,15 @@ def _candidate_row(candidates: Any) -> list[Any] | None:
         return None
 
 
-def _judge(completions: Any, ground_truth: Any, candidates: Any, *,
-           need_truth: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per completion: valid format, correct (and valid), confidence (NaN if invalid), via the strict parser.
+def _judge(completions: Any, ground_truth: Any, candidates: Any, *, blend: Any = None,
+           need_truth: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per completion: valid format, correct (and valid), confidence (NaN if invalid) and the calibration target,
+    via the strict parser.
 
     With a ``candidates`` row the answer must name exactly the ground truth among them; without one, the
-    normalized answer must equal the ground truth.
+    normalized answer must equal the ground truth. On a blended image (a ``blend`` row, the record's
+    ``meta["blend"]``) naming either source is correct and the target is that source's share
+    (:func:`emocaliber.blends.blend_target`); elsewhere the target is the correctness itself.
     """
     items = _as_list(completions)
     n = len(items)
@@ -218,24 +222,39 @@ def _judge(completions: Any, ground_truth: Any, candidates: Any, *,
     if need_truth:
         _warn_missing("ground_truth", truths)
     cand_rows = _rows(candidates, n, "candidates", shared_list=True)
+    blends = _rows(blend, n, "blend")
     valid, correct, conf = np.zeros(n, bool), np.zeros(n), np.full(n, np.nan)
-    for k, (item, gt, cands) in enumerate(zip(items, truths, cand_rows)):
+    target = np.zeros(n)
+    for k, (item, gt, cands, info) in enumerate(zip(items, truths, cand_rows, blends)):
         row = _candidate_row(cands)
         parsed = parse_response(completion_text(item), row or (), "strict")
         if not parsed.valid_format or parsed.confidence is None:
             continue
         valid[k], conf[k] = True, parsed.confidence
+        if isinstance(info, dict) and info.get("labels"):
+            correct[k], target[k] = blend_target(parsed.label or normalize_answer(parsed.answer_text or ""), info)
+            continue
         if isinstance(gt, str):
             if row:
                 correct[k] = parsed.label is not None and parsed.label.lower() == gt.strip().lower()
             else:
                 correct[k] = normalize_answer(parsed.answer_text or "") == gt.strip().lower()
-    return valid, correct, conf
+        target[k] = correct[k]
+    return valid, correct, conf, target
 
 
-def _gated_rule(rule: str, valid: np.ndarray, correct: np.ndarray, conf: np.ndarray,
+def soft_rule_score(rule: str, c: Any, target: Any, eps: float = LOG_EPS) -> np.ndarray:
+    """The rule's expected score when the outcome is 1 with probability ``target``: ``t S(c, 1) + (1 - t) S(c, 0)``.
+
+    Strictly proper for a soft target too (best at c = t), and equal to :func:`rule_score` for t in {0, 1}.
+    """
+    t = np.asarray(target, dtype=float)
+    return t * rule_score(rule, c, 1.0, eps) + (1.0 - t) * rule_score(rule, c, 0.0, eps)
+
+
+def _gated_rule(rule: str, valid: np.ndarray, target: np.ndarray, conf: np.ndarray,
                 eps: float = LOG_EPS) -> np.ndarray:
-    return np.where(valid, rule_score(rule, np.where(valid, conf, 0.5), correct, eps), rule_worst(rule, eps))
+    return np.where(valid, soft_rule_score(rule, np.where(valid, conf, 0.5), target, eps), rule_worst(rule, eps))
 
 
 class WeightedReward:
@@ -264,10 +283,10 @@ class WeightedReward:
 
     def __call__(self, completions: Any = None, ground_truth: Any = None, candidates: Any = None,
                  **kwargs: Any) -> list[float]:
-        valid, correct, conf = _judge(completions, ground_truth, candidates)
+        valid, correct, conf, target = _judge(completions, ground_truth, candidates, blend=kwargs.get("blend"))
         _monitor(kwargs.get("log_metric"), valid, correct, conf)
         wf, wa, wc = self.weights
-        total = wf * valid + wa * correct + wc * _gated_rule(self.rule, valid, correct, conf, self.eps)
+        total = wf * valid + wa * correct + wc * _gated_rule(self.rule, valid, target, conf, self.eps)
         return _finite(total, self.failure_score)
 
     def valid_score(self, i: Any, c: Any) -> np.ndarray:
@@ -288,43 +307,125 @@ class WeightedReward:
 
 def format_reward(completions: Any = None, **kwargs: Any) -> list[float]:
     """1 if the strict parser finds the full format (five parts, answer, valid confidence), else 0."""
-    valid, _, _ = _judge(completions, None, kwargs.get("candidates"), need_truth=False)
+    valid, _, _, _ = _judge(completions, None, kwargs.get("candidates"), need_truth=False)
     return _finite(valid.astype(float), 0.0)
 
 
 def accuracy_reward(completions: Any = None, ground_truth: Any = None, candidates: Any = None,
                     **kwargs: Any) -> list[float]:
     """1 if the format is valid and the answer names the ground truth, else 0."""
-    _, correct, _ = _judge(completions, ground_truth, candidates)
+    _, correct, _, _ = _judge(completions, ground_truth, candidates, blend=kwargs.get("blend"))
     return _finite(correct, 0.0)
 
 
-def _calibration(rule: str, completions: Any, ground_truth: Any, candidates: Any) -> list[float]:
-    valid, correct, conf = _judge(completions, ground_truth, candidates)
-    return _finite(_gated_rule(rule, valid, correct, conf), rule_worst(rule))
+def _calibration(rule: str, completions: Any, ground_truth: Any, candidates: Any, blend: Any) -> list[float]:
+    valid, _, conf, target = _judge(completions, ground_truth, candidates, blend=blend)
+    return _finite(_gated_rule(rule, valid, target, conf), rule_worst(rule))
 
 
 def calibration_reward_log(completions: Any = None, ground_truth: Any = None, candidates: Any = None,
                            **kwargs: Any) -> list[float]:
     """Bounded log score of the stated confidence (``rule_score("log")``); its minimum if the format is broken."""
-    return _calibration("log", completions, ground_truth, candidates)
+    return _calibration("log", completions, ground_truth, candidates, kwargs.get("blend"))
 
 
 def calibration_reward_brier(completions: Any = None, ground_truth: Any = None, candidates: Any = None,
                              **kwargs: Any) -> list[float]:
     """``-(c - i)^2``; -1 if the format is broken."""
-    return _calibration("brier", completions, ground_truth, candidates)
+    return _calibration("brier", completions, ground_truth, candidates, kwargs.get("blend"))
 
 
 def calibration_reward_spherical(completions: Any = None, ground_truth: Any = None, candidates: Any = None,
                                  **kwargs: Any) -> list[float]:
     """Spherical score minus 1 (in [-1, 0]); -1 if the format is broken."""
-    return _calibration("spherical", completions, ground_truth, candidates)
+    return _calibration("spherical", completions, ground_truth, candidates, kwargs.get("blend"))
 
 
 CALIBRATION_REWARDS: dict[str, RewardFunc] = {
     "log": calibration_reward_log, "brier": calibration_reward_brier, "spherical": calibration_reward_spherical,
 }
+
+class BlendRankReward:
+    """Rank-O-ToM's ranking term: a blend must state less confidence than each of its two sources.
+
+    For a rollout on a blend stating c, with its sources' confidences c_a and c_b (no gradient flows through
+    them: they are numbers read from other rollouts), the reward is
+    ``-weight * [max(0, c - c_a + delta) + max(0, c - c_b + delta)]``; clean prompts score 0. ``delta`` is in
+    probability units (the authors' 0.3 was a margin on logits).
+
+    Where the sources' confidences come from: the mean confidence of their own rollouts in the same generation
+    batch when they are there; otherwise ``table``, which maps a clean record id to a confidence. The table
+    starts from the starting checkpoint's predictions on the clean images (``load_confidence_table``) and every
+    batch refreshes it with the current policy's mean confidence on each clean image it rolled out, so it is
+    never older than the last time an image was seen. A blend whose source is in neither place scores 0 and is
+    counted in ``missing_sources``. A blend rollout without a valid confidence scores the term's worst value,
+    ``-weight * 2 * (1 + delta)``, as a broken format does in the other rewards, so silence never pays.
+    """
+
+    def __init__(self, weight: float = 0.5, delta: float = 0.1, table: dict[str, float] | None = None,
+                 name: str = "blend_rank_reward") -> None:
+        if not (math.isfinite(weight) and weight >= 0 and math.isfinite(delta) and 0 <= delta < 1):
+            raise ValueError(f"need weight >= 0 and 0 <= delta < 1, got weight={weight}, delta={delta}")
+        self.weight, self.delta, self.__name__ = float(weight), float(delta), name
+        self.table: dict[str, float] = dict(table or {})
+        self.missing_sources = 0
+
+    def __repr__(self) -> str:
+        return f"BlendRankReward(weight={self.weight}, delta={self.delta}, table={len(self.table)} ids)"
+
+    @property
+    def failure_score(self) -> float:
+        return -self.weight * 2.0 * (1.0 + self.delta)
+
+    def __call__(self, completions: Any = None, candidates: Any = None, **kwargs: Any) -> list[float]:
+        items = _as_list(completions)
+        n = len(items)
+        ids, blends = _rows(kwargs.get("id"), n, "id"), _rows(kwargs.get("blend"), n, "blend")
+        cand_rows = _rows(candidates, n, "candidates", shared_list=True)
+        conf = np.full(n, np.nan)
+        for k, (item, cands) in enumerate(zip(items, cand_rows)):
+            parsed = parse_response(completion_text(item), _candidate_row(cands) or (), "strict")
+            if parsed.valid_format and parsed.confidence is not None:
+                conf[k] = parsed.confidence
+        clean: dict[str, list[float]] = {}
+        for k in range(n):
+            if not isinstance(blends[k], dict) and isinstance(ids[k], str) and not math.isnan(conf[k]):
+                clean.setdefault(ids[k], []).append(float(conf[k]))
+        batch = {i: float(np.mean(v)) for i, v in clean.items()}
+        self.table.update(batch)
+        out = np.zeros(n)
+        for k, info in enumerate(blends):
+            if not isinstance(info, dict) or not info.get("sources"):
+                continue
+            if math.isnan(conf[k]):
+                out[k] = self.failure_score
+                continue
+            sources = [self.table.get(s) for s in info["sources"]]
+            if any(c is None for c in sources):
+                self.missing_sources += 1
+                continue
+            out[k] = -self.weight * sum(max(0.0, conf[k] - c + self.delta) for c in sources)
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric):
+            log_metric("blend_rank/missing_sources", float(self.missing_sources))
+            log_metric("blend_rank/table_size", float(len(self.table)))
+        return _finite(out, self.failure_score)
+
+
+def load_confidence_table(path: str) -> dict[str, float]:
+    """Record id -> stated confidence, read with the strict parser from an evaluation's ``predictions.jsonl``
+    (``emocaliber eval`` of the starting checkpoint on the clean images). Responses without a valid confidence
+    are left out; several samples of one id are averaged."""
+    from emocaliber.records import iter_jsonl
+
+    values: dict[str, list[float]] = {}
+    for _, row in iter_jsonl(path, errors=[]):
+        record = row.get("record") if isinstance(row.get("record"), dict) else {}
+        parsed = parse_response(row.get("response"), record.get("candidates") or (), "strict")
+        if isinstance(record.get("id"), str) and parsed.valid_format and parsed.confidence is not None:
+            values.setdefault(record["id"], []).append(float(parsed.confidence))
+    return {i: float(np.mean(v)) for i, v in values.items()}
+
 
 #: RLCR-style: correctness + (1 - (c - i)^2) for a valid answer, -1 for a broken format (the lead's trial).
 brier_reward = WeightedReward("brier", 1.0, 1.0, 1.0, name="brier_reward")

@@ -1,13 +1,12 @@
 """The evaluation runner end to end on the tiny Qwen2.5-VL and a small SynthEmo split.
 
-The vLLM path is exercised up to the engine boundary only: a stub stands in for ``vllm.LLM`` and
-``vllm.SamplingParams`` (vLLM needs a GPU), and the test checks what the runner would hand the engine.
+The vLLM path runs on the real vLLM up to the model itself (tests/_vllm_utils.py): its engine arguments,
+sampling parameters and multimodal processor are vLLM's own; only the model's answers are made up.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.machinery
 import json
 import os
 import shutil
@@ -15,13 +14,12 @@ import signal
 import subprocess
 import sys
 import time
-import types
 from importlib import metadata
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pytest
+from _vllm_utils import CPULLM, image_token_count, use_cpu_llm
 from PIL import Image
 
 from emocaliber import synthemo
@@ -357,60 +355,54 @@ def test_an_image_the_processor_refuses_is_an_error_row_and_the_run_goes_on(back
 
 # -------------------------------------------------------------------------------------- the vLLM boundary
 
-class _StubLLM:
-    """Stands in for ``vllm.LLM``: records what the runner submits; answers from the image it was given."""
-
-    instances: ClassVar[list[_StubLLM]] = []
-
-    def __init__(self, **kwargs):
-        self.kwargs, self.calls = kwargs, []
-        _StubLLM.instances.append(self)
-
-    def generate(self, prompts, params, use_tqdm=True):
-        self.calls.append((prompts, params))
-        outputs = []
-        for p in prompts:
-            mean = int(np.asarray(p["multi_modal_data"]["image"]).mean())
-            texts = [f"<answer>awe</answer><confidence>0.{k + 5}</confidence> mean={mean}" for k in range(params.n)]
-            outputs.append(types.SimpleNamespace(outputs=[types.SimpleNamespace(text=t) for t in texts]))
-        return outputs
-
-
 @pytest.fixture
-def stub_vllm(monkeypatch):
-    module = types.ModuleType("vllm")
-    module.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
-    module.LLM = _StubLLM
-    module.SamplingParams = lambda **kw: types.SimpleNamespace(**kw)
-    monkeypatch.setitem(sys.modules, "vllm", module)
-    _StubLLM.instances.clear()
-    return _StubLLM.instances
+def cpu_llm(monkeypatch):
+    return use_cpu_llm(monkeypatch)
 
 
-def test_vllm_path_up_to_the_engine_boundary(stub_vllm, tiny_model_dir, data, tmp_path):
+def _answer_from_the_image(prompt, engine_input, k):
+    """The made-up model answer: a valid response that names the mean pixel of the image it was given."""
+    mean = int(np.asarray(prompt["multi_modal_data"]["image"]).mean())
+    return f"<answer>awe</answer><confidence>0.{k + 5}</confidence> mean={mean}"
+
+
+def test_vllm_path_up_to_the_engine(cpu_llm, tiny_model_dir, data, tmp_path, monkeypatch):
+    """The runner on the real vLLM (arguments, sampling parameters, prompt and image processing); only the model's
+    answers are made up (tests/_vllm_utils.py). The bounds differ from the checkpoint's saved ones, so an engine
+    that did not get them would expand each image to another number of tokens than transformers does."""
+    from emocaliber.modeling import load_processor
+
+    monkeypatch.setattr(CPULLM, "answer", staticmethod(_answer_from_the_image))
     path, records = _released_file(data, "released_vllm.jsonl")
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     rows[0]["conversations"][0]["content"][1]["text"] = "A question worded by the release? ['awe', 'fear']"
     write_jsonl(path, rows)
-    cfg = config(tiny_model_dir, path, tmp_path, backend="vllm", samples=3, chunk_size=4, max_new_tokens=99,
-                 min_pixels=56 * 56, max_pixels=112 * 112)
+    bounds = {"min_pixels": 84 * 84, "max_pixels": 112 * 112}
+    cfg = config(tiny_model_dir, path, tmp_path, backend="vllm", samples=3, chunk_size=4, max_new_tokens=99, **bounds)
     result = run_evaluation(cfg)
 
-    (engine,) = stub_vllm
+    (engine,) = cpu_llm
     assert engine.kwargs["model"] == str(tiny_model_dir) and engine.kwargs["seed"] == 11
-    assert engine.kwargs["mm_processor_kwargs"] == {"min_pixels": 56 * 56, "max_pixels": 112 * 112}
-    assert [len(prompts) for prompts, _ in engine.calls] == [4, 3]  # one engine call per chunk, K samples inside
-    for index, (_, params) in enumerate(engine.calls):
-        assert (params.n, params.temperature, params.top_p, params.max_tokens) == (3, 0.7, 1.0, 99)
-        assert params.seed == chunk_seed(11, index)
-    submitted = [p for prompts, _ in engine.calls for p in prompts]
+    assert engine.kwargs["mm_processor_kwargs"] == bounds
+    assert [len(prompts) for prompts, _, _ in engine.calls] == [4, 3]  # one engine call per chunk, K samples inside
+    for index, (_, params, _) in enumerate(engine.calls):
+        for p in params:
+            assert (p.n, p.temperature, p.top_p, p.max_tokens) == (3, 0.7, 1.0, 99)
+            assert p.seed == chunk_seed(11, index)
+    submitted = [p for prompts, _, _ in engine.calls for p in prompts]
     assert "A question worded by the release? ['awe', 'fear']" in submitted[0]["prompt"]
-    for prompt, record in zip(submitted, records):
-        assert "<|image_pad|>" in prompt["prompt"] and prompt["prompt"].rstrip().endswith("assistant")
+    hf = load_processor(tiny_model_dir, **bounds)
+    engine_inputs = [e for _, _, inputs in engine.calls for e in inputs]
+    for prompt, engine_input, record in zip(submitted, engine_inputs, records, strict=True):
+        assert prompt["prompt"].rstrip().endswith("assistant")
         with Image.open(data.parent / record.image) as im:
             assert np.array_equal(np.asarray(prompt["multi_modal_data"]["image"]), np.asarray(im.convert("RGB")))
         if record is not records[0]:
             assert str(record.candidates) in prompt["prompt"]
+        # vLLM's own Qwen2.5-VL processor gives the image exactly the tokens transformers gives it
+        expected = hf(text=[prompt["prompt"]], images=[prompt["multi_modal_data"]["image"]])["input_ids"][0]
+        assert image_token_count(engine_input["prompt_token_ids"], hf.image_token_id) == image_token_count(
+            expected, hf.image_token_id) == 9  # 56 x 56 pixels raised to the 84 x 84 floor: 3 x 3 merged patches
     out_rows = _rows(tmp_path / "predictions.jsonl")
     assert len(out_rows) == 3 * len(records) and result.n_errors == 0
     for row, record in zip(out_rows[::3], records):

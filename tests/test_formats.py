@@ -258,7 +258,8 @@ def test_vec_cot_sharegpt_row_without_task_fields():
     assert (rec.task, rec.ground_truth, rec.confidence, rec.split) == ("FI-8", "fear", 0.7, "train")
     assert rec.reasoning == {"element": "a dark alley", "human": "a man runs", "context": "night",
                              "interaction": "shadows follow him", "analysis": "threat"}
-    assert rec.id == "FI-8/fear/fear_3.jpg" and rec.meta == {"prompt": prompt}
+    # "0.7" is not the project's "0.70": the file's own answer text is kept for training and export.
+    assert rec.id == "FI-8/fear/fear_3.jpg" and rec.meta == {"prompt": prompt, "target": target}
     broken = json.loads(json.dumps(row))
     broken["conversations"][1]["value"] = target.replace("<human>a man runs</human>", "")
     with pytest.raises(FormatError, match=r"lacks reasoning part\(s\) \['human'\]"):

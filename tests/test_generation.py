@@ -7,6 +7,7 @@ import sys
 import types
 
 import pytest
+from _vllm_utils import CPULLM, use_cpu_llm
 from PIL import Image
 
 from emocaliber import generation
@@ -141,8 +142,7 @@ def test_docstring_recipes_use_only_options_the_eval_tool_has():
 
 
 def test_vllm_requests_match_the_transformers_prompt(tiny, tmp_path):
-    """Only the request boundary: vLLM is not installed here (and cannot run on CPU), so this checks exactly
-    what would be sent to ``LLM``/``LLM.generate``, not what vLLM would do with it."""
+    """What :class:`VLLMBackend` submits, as data; tests/test_vllm_conformance.py runs it through vLLM itself."""
     processor = tiny[1]
     requests = [record_request(r, image_root=tmp_path) for r in _records(tmp_path, 2)]
     prompts, params = vllm_inputs(requests, processor, SamplingSettings(n=4, temperature=0.7, top_p=0.9,
@@ -157,44 +157,38 @@ def test_vllm_requests_match_the_transformers_prompt(tiny, tmp_path):
     assert greedy["n"] == 1 and greedy["temperature"] == 0 and greedy["top_p"] == 1.0
     engine = vllm_engine_kwargs("ckpt", min_pixels=3136, max_pixels=12544, seed=5)
     assert engine == {"model": "ckpt", "tensor_parallel_size": 1, "gpu_memory_utilization": 0.9,
-                      "limit_mm_per_prompt": {"image": 1}, "seed": 5, "load_format": "safetensors",
+                      "limit_mm_per_prompt": {"image": 1, "video": 0}, "seed": 5, "load_format": "safetensors",
                       "mm_processor_kwargs": {"min_pixels": 3136, "max_pixels": 12544}}
+    assert vllm_engine_kwargs("ckpt", limit_mm_per_prompt={"image": 2})["limit_mm_per_prompt"] == {
+        "image": 2, "video": 0}
     # vLLM's default "auto" would fall back to pickled .bin weights; a caller cannot ask for it either.
     with pytest.raises(ValueError, match="load_format must be 'safetensors'"):
         vllm_engine_kwargs("ckpt", load_format="auto")
 
 
-def test_vllm_backend_sends_every_prompt_in_one_call(tiny_model_dir, tiny, tmp_path, monkeypatch):
-    """Only the request boundary, with a stub in place of the vLLM engine (not installed here): one
-    ``LLM.generate`` call carries all prompts, and outputs come back per request in order."""
-    calls = []
+@pytest.fixture
+def cpu_llm(monkeypatch):
+    return use_cpu_llm(monkeypatch)
 
-    class StubLLM:
-        def __init__(self, **kwargs):
-            calls.append(("init", kwargs))
 
-        def generate(self, prompts, sampling_params, use_tqdm=True):
-            calls.append(("generate", prompts, sampling_params))
-            n = sampling_params.kwargs["n"]
-            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f"{i}:{k}") for k in range(n)])
-                    for i in range(len(prompts))]
+def test_vllm_backend_sends_every_prompt_in_one_call(cpu_llm, tiny_model_dir, tiny, tmp_path):
+    """On the real vLLM up to the model (tests/_vllm_utils.py): one ``LLM.generate`` call carries all prompts, as
+    real ``SamplingParams``, and outputs come back per request in order; greedy asks vLLM for one sample."""
+    from vllm import SamplingParams
 
-    class StubSamplingParams:
-        def __init__(self, **kwargs):
-            self.kwargs = kwargs
-
-    stub = types.SimpleNamespace(LLM=StubLLM, SamplingParams=StubSamplingParams)
-    monkeypatch.setitem(sys.modules, "vllm", stub)
+    CPULLM.answer = staticmethod(lambda prompt, engine_input, k: f"{prompt['multi_modal_data']['image'].getpixel((0, 0))}:{k}")
     backend = VLLMBackend(tiny_model_dir, max_pixels=12544, progress=False)
     requests = [record_request(r, image_root=tmp_path) for r in _records(tmp_path, 3)]
     assert backend.generate(requests, SamplingSettings(n=2, temperature=1.0)) == [
-        ["0:0", "0:1"], ["1:0", "1:1"], ["2:0", "2:1"]]
+        [f"{COLOURS[i]}:0", f"{COLOURS[i]}:1"] for i in range(3)]
     greedy = backend.generate(requests, SamplingSettings(n=2))
-    assert greedy == [["0:0", "0:0"], ["1:0", "1:0"], ["2:0", "2:0"]]
-    generates = [c for c in calls if c[0] == "generate"]
-    assert len(generates) == 2 and all(len(c[1]) == 3 for c in generates)
-    assert calls[0][1]["mm_processor_kwargs"] == {"max_pixels": 12544}
-    assert generates[0][1] == vllm_inputs(requests, tiny[1], SamplingSettings(n=2, temperature=1.0))[0]
+    assert greedy == [[f"{COLOURS[i]}:0", f"{COLOURS[i]}:0"] for i in range(3)]
+    (engine,) = cpu_llm
+    assert len(engine.calls) == 2 and all(len(prompts) == 3 for prompts, _, _ in engine.calls)
+    assert engine.kwargs["mm_processor_kwargs"] == {"max_pixels": 12544}
+    assert engine.calls[0][0] == vllm_inputs(requests, tiny[1], SamplingSettings(n=2, temperature=1.0))[0]
+    assert [p.n for p in engine.calls[1][1]] == [1, 1, 1] and all(
+        isinstance(p, SamplingParams) and p.temperature == 0 for p in engine.calls[1][1])
 
 
 def test_auto_backend_choice_is_logged(tiny, caplog, monkeypatch):
@@ -271,7 +265,7 @@ def test_regex_constrained_generation_always_parses(tiny, tmp_path):
 
 
 def test_constraints_reach_vllm_and_need_xgrammar_under_transformers(tiny, tmp_path, monkeypatch):
-    """vLLM part: only the request boundary (vLLM is not installed here)."""
+    """vLLM part as data; tests/test_vllm_conformance.py hands it to vLLM's own StructuredOutputsParams."""
     (record,) = _records(tmp_path, 1)
     constrained = record_request(record, image_root=tmp_path, constrained=True)
     plain = record_request(record, image_root=tmp_path)

@@ -259,3 +259,41 @@ def test_lora_run_saves_an_adapter_with_the_base_as_reference(tiny_model_dir, tr
     _load_recipe().main(recipe_args(tiny_model_dir, train_file, out, steps=1, use_lora="true", beta="0.04"))
     assert (out / "adapter_config.json").is_file() and missing_parts(out) == []
     assert step_logs(out)[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # a fresh adapter is the identity
+
+
+def test_blend_prompts_and_the_rank_reward_train_and_log(tiny_model_dir, train_file, tmp_path):
+    """Stage 3 with blends mixed in at a share and the ranking reward: it is logged as its own finite component,
+    and the blend rows reach the rewards (the ranking term is not identically 0 only if they do)."""
+    from emocaliber.blends import main as blends_main
+
+    blends_main(["--records", str(train_file), "--image-root", str(train_file.parent), "--out",
+                 str(tmp_path / "blends"), "--n", "8", "--seed", "0"])
+    out = tmp_path / "stage3"
+    _load_recipe().main(recipe_args(tiny_model_dir, train_file, out, steps=2, blend_file=tmp_path / "blends" /
+                                    "blends.jsonl", blend_share=0.5, blend_rank_weight=0.5,
+                                    max_completion_length=16))
+    logs = step_logs(out)
+    assert all(math.isfinite(h["rewards/blend_rank_reward/mean"]) for h in logs)
+    info = (out / "emocaliber_training.json").read_text()
+    assert "blend_rank_reward" in info
+
+    trainer = build_trainer(ModelArgs(str(tiny_model_dir), dtype="float32"), DataArgs(str(train_file),
+                            with_confidence=True), GRPOScriptArgs(blend_file=str(tmp_path / "blends" / "blends.jsonl"),
+                            blend_share=0.5, blend_rank_weight=0.5), _config(tmp_path / "t"))
+    blends = [row for row in trainer.train_dataset["blend"] if row is not None]
+    assert len(blends) == 8 and len(trainer.train_dataset) == 16  # 0.5 of the prompts
+    rank = trainer.reward_funcs[-1]
+    source = blends[0]["sources"][0]
+    rows = [r for r in trainer.train_dataset if r["blend"] is not None][:1]
+    # a blend stating 0.9 against a source the table holds at 0.5: both hinges bite, the term is negative
+    rank.table = {s: 0.5 for s in blends[0]["sources"]}
+    value = rank([_handwritten(rows[0]["candidates"], rows[0]["ground_truth"])[3]], candidates=[rows[0]["candidates"]],
+                 id=[rows[0]["id"]], blend=[rows[0]["blend"]])
+    assert source in rank.table and value[0] < 0
+
+
+def test_blend_settings_are_checked():
+    with pytest.raises(ConfigError, match="blend_file"):
+        GRPOScriptArgs(blend_rank_weight=0.5)
+    with pytest.raises(ConfigError, match="blend_share"):
+        GRPOScriptArgs(blend_file="x.jsonl", blend_share=1.0)

@@ -69,3 +69,28 @@ def test_two_process_grpo_logs_every_reward_component(name, port, tiny_model_dir
     assert info["distributed"].get("zero_stage") == {"ddp": None, "zero2": 2, "zero3": 3}[name]
     assert info["rewards"]["trl_reward_funcs"] == names
     assert missing_parts(out) == []
+
+
+def test_two_process_zero3_validation_agrees_and_keeps_the_start(tiny_model_dir, tmp_path):
+    """Validation under ZeRO-3 on two processes: each answers half the prompts inside the parameter gather, the
+    table covers every prompt, both processes agree on the best step (else the trainer's save barrier hangs), and
+    the random model, which never parses, leaves the starting weights in output_dir."""
+    from emocaliber.records import read_records, write_records
+    from emocaliber.train.checkpoint import file_sha256
+    from emocaliber.train.validation import VAL_LOG, holdout_by_image
+
+    root = tmp_path / "world"
+    train, val = holdout_by_image(read_records(small_world(root, n_train=12)), 5, seed=0)
+    write_records(root / "train.jsonl", train)
+    write_records(root / "val.jsonl", val)
+    out = tmp_path / "zero3-val"
+    argv = recipe_args(tiny_model_dir, root / "train.jsonl", out, steps=2, val_file=root / "val.jsonl",
+                       eval_steps=1, save_steps=1, save_total_limit=1)
+    res = launch("zero3", argv, tmp_path, 29634)
+    assert res.returncode == 0, res.stderr[-4000:]
+    history = [json.loads(line) for line in (out / VAL_LOG).read_text().splitlines()]
+    assert [e["step"] for e in history] == [0, 1, 2] and all(e["n"] == len(val) == 5 for e in history)
+    info = json.loads((out / INFO_FILE).read_text())
+    assert info["selection"]["selected_step"] == 0
+    assert file_sha256(out / "model.safetensors") == file_sha256(tiny_model_dir / "model.safetensors")
+    assert [h["step"] for h in step_logs(out)] == [1, 2]

@@ -175,6 +175,10 @@ def model_card(info: dict[str, Any], *, step: int | None = None, is_adapter: boo
     else:
         body += [("It also loads with `AutoModelForImageTextToText.from_pretrained` and "
                   "`AutoProcessor.from_pretrained`."), ""]
+    if info.get("selection", {}).get("candidates"):
+        from emocaliber.train.validation import selection_markdown
+
+        body += selection_markdown(info["selection"])
     training = info.get("training", {})
     shown = {k: training[k] for k in _CARD_TRAINING_KEYS if k in training}
     body += ["## Training configuration", "",

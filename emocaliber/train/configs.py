@@ -149,6 +149,10 @@ class DataArgs:
     verify_images: bool = field(
         default=False, metadata={"help": "Open every image's header before training (slower start, catches corrupt "
                                          "files that would otherwise stop training mid-way)."})
+    print_examples: int = field(
+        default=0, metadata={"help": "Print the first N training examples exactly as the model will see them (chat "
+                                     "template applied, image tokens shown, the trained completion marked) and exit "
+                                     "without training or creating output_dir; 0 trains."})
 
     def __post_init__(self) -> None:
         if not self.train_file:
@@ -158,6 +162,8 @@ class DataArgs:
         if self.confidence_loss_weight != 1.0 and not self.with_confidence:
             raise ConfigError("confidence_loss_weight needs with_confidence: true (nothing follows the answer "
                               "otherwise)")
+        if not isinstance(self.print_examples, int) or isinstance(self.print_examples, bool) or self.print_examples < 0:
+            raise ConfigError(f"print_examples must be a whole number >= 0, got {self.print_examples!r}")
         for name in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):

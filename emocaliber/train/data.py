@@ -10,7 +10,8 @@ TRL's conversational prompt-completion shape, the shape ``emocaliber.formats.to_
 
 Images are stored as file paths under a lazily decoding ``datasets.Image`` feature instead of decoded PIL images:
 a stage-1 corpus of 86k images would otherwise be decoded up front and held in memory. The rows are otherwise
-identical to ``to_trl_prompt_completion`` (a test checks it). The module is stage-agnostic: stage 3 (GRPO) builds
+identical to ``to_trl_prompt_completion`` (a test checks it): records imported from a released file are trained on
+that file's question and assistant text verbatim (``emocaliber.formats.training_messages``). The module is stage-agnostic: stage 3 (GRPO) builds
 prompt-only rows with ``completion=False`` and keeps ``ground_truth``/``candidates`` for its reward functions.
 """
 
@@ -24,8 +25,7 @@ from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
-from emocaliber.formats import record_columns
-from emocaliber.prompts import build_messages
+from emocaliber.formats import record_columns, released_prompt, released_target, training_messages
 from emocaliber.records import Record, RecordError, iter_jsonl, resolve_image
 from emocaliber.train.configs import DataArgs
 
@@ -159,15 +159,31 @@ def records_to_dataset(
     from datasets import Dataset, Image, List
 
     rows = []
+    _warn_unused_released_text(split, with_confidence=with_confidence, completion=completion)
     for record, image in zip(split.records, split.image_paths, strict=True):
-        messages = build_messages(record, with_confidence=with_confidence, system_prompt=system_prompt or None,
-                                  target=completion)
+        messages = training_messages(record, with_confidence=with_confidence, system_prompt=system_prompt or None,
+                                     target=completion)
         row: dict[str, Any] = {"prompt": messages[:-1] if completion else messages}
         if completion:
             row["completion"] = messages[-1:]
         row["images"] = [str(image)]
         rows.append(row | record_columns(record))
     return Dataset.from_list(rows).cast_column("images", List(Image()))
+
+
+def _warn_unused_released_text(split: LoadedSplit, *, with_confidence: bool, completion: bool) -> None:
+    """Say how many records carry a released question or answer text that this stage cannot use verbatim (a
+    stage-1 question without the confidence instruction in stage 2, an answer text whose fields were changed since
+    it was imported); those records are trained on the project's rendering instead."""
+    prompts = sum(isinstance(r.meta.get("prompt"), str)
+                  and released_prompt(r, with_confidence=with_confidence) is None for r in split.records)
+    targets = completion and sum(isinstance(r.meta.get("target"), str)
+                                 and released_target(r, with_confidence=with_confidence) is None for r in split.records)
+    if prompts or targets:
+        logger.warning("%s: %d record(s) carry a released question and %d a released answer text that do not fit "
+                       "with_confidence=%s or no longer match the record's fields; the project's rendering is used "
+                       "for those (see emocaliber.formats.released_prompt / released_target)",
+                       split.path, prompts, int(targets), with_confidence)
 
 
 def image_token_count(processor: Any, width: int, height: int) -> int:

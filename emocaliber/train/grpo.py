@@ -18,6 +18,9 @@ TRL's ``GRPOConfig`` with ``TrlParser`` and calls :func:`run_grpo`. What this mo
   ECE over the last ``rollout_window`` rollouts with a valid format. TRL's own ``frac_reward_zero_std`` counts the
   groups whose reward has no variance. With ``log_completions`` the printed table and the
   ``completions/*.parquet`` files carry each completion's parsed ``label``, ``confidence`` and ``valid`` flag.
+* **Validation and checkpoint selection** (:mod:`emocaliber.train.validation`): with ``val_file``, held-out prompts
+  are answered greedily at step 0 and every ``eval_steps``; ``output_dir`` receives the weights of the step with
+  the best validation Brier score (or log loss) among those that keep accuracy and format, step 0 included.
 * **Checkpoints** are self-contained (processor, chat template, model card) and ``resume_from_checkpoint: auto``
   continues from the last one in ``output_dir``. The running-ECE window is not part of a checkpoint: after a
   resume it refills over the next ``rollout_window`` rollouts.
@@ -40,6 +43,7 @@ from emocaliber.metrics import ece
 from emocaliber.modeling import check_model_source, load_model_and_processor, lora_config
 from emocaliber.parsing import parse_response
 from emocaliber.rewards import DEFAULT_REWARD, REWARDS, WeightedReward, completion_text
+from emocaliber.train.blend_mix import mix_blends, rank_reward
 from emocaliber.train.checkpoint import (
     ModelCardMixin,
     ResumeMixin,
@@ -50,8 +54,14 @@ from emocaliber.train.checkpoint import (
     training_info,
 )
 from emocaliber.train.configs import ConfigError, DataArgs, ModelArgs
-from emocaliber.train.data import build_datasets
+from emocaliber.train.data import build_datasets, default_image_root
 from emocaliber.train.sft import freeze_vision, setup_logging
+from emocaliber.train.validation import (
+    ValidationArgs,
+    attach_validation,
+    install_selected,
+    prepare_validation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +75,9 @@ CREDITS = ("sequence", "calibration", "confidence_only")
 
 
 @dataclass
-class GRPOScriptArgs:
-    """Stage-3 settings that are not TRL's: which rewards, and how the rollouts are monitored."""
+class GRPOScriptArgs(ValidationArgs):
+    """Stage-3 settings that are not TRL's: which rewards, how the rollouts are monitored, and the validation that
+    selects the checkpoint (``emocaliber.train.validation``)."""
 
     reward_funcs: list[str] = field(
         default_factory=lambda: [DEFAULT_REWARD],
@@ -91,7 +102,21 @@ class GRPOScriptArgs:
                                         "sandbagging; a proper score's optimum does not depend on its scale, so it "
                                         "only sets how fast the confidence moves."})
 
+    blend_file: str | None = field(
+        default=None, metadata={"help": "Blend records (emocaliber prepare blends; images next to the file) mixed "
+                                        "into the training prompts: naming either source is correct and the "
+                                        "calibration target is the named source's share (docs/rewards.md)."})
+    blend_share: float = field(default=0.25, metadata={"help": "Share of the prompts that are blends."})
+    blend_rank_weight: float = field(
+        default=0.0, metadata={"help": "Weight of Rank-O-ToM's ranking reward (0 = off; needs blend_file): a "
+                                       "blend must state at least blend_rank_delta less than each source."})
+    blend_rank_delta: float = field(default=0.1, metadata={"help": "Ranking margin, in probability units."})
+    blend_rank_table: str | None = field(
+        default=None, metadata={"help": "predictions.jsonl of the starting checkpoint on the clean images (emocaliber "
+                                        "eval): the sources' confidences until the policy rolls them out itself."})
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [n.strip() for n in self.reward_funcs.split(",") if n.strip()]
         unknown = [n for n in self.reward_funcs if n not in REWARDS]
@@ -100,6 +125,10 @@ class GRPOScriptArgs:
                               f"{', '.join(REWARDS)}")
         if self.rollout_window < 1 or self.rollout_ece_bins < 1:
             raise ConfigError("rollout_window and rollout_ece_bins must be >= 1")
+        if not 0 <= self.blend_share < 1 or self.blend_rank_weight < 0 or not 0 <= self.blend_rank_delta < 1:
+            raise ConfigError("need 0 <= blend_share < 1, blend_rank_weight >= 0 and 0 <= blend_rank_delta < 1")
+        if self.blend_rank_weight > 0 and not self.blend_file:
+            raise ConfigError("blend_rank_weight > 0 needs blend_file (emocaliber prepare blends)")
         if self.confidence_credit not in CREDITS:
             raise ConfigError(f"confidence_credit must be one of {', '.join(CREDITS)}, got {self.confidence_credit!r}")
         if self.confidence_credit_weight is not None and (
@@ -203,6 +232,22 @@ def _groups(values: np.ndarray, size: int) -> list[np.ndarray]:
     return [values[i:i + size] for i in range(0, len(values), size)]
 
 
+def collapse_image_runs(ids: Sequence[int], image_token_id: int) -> list[int]:
+    """``ids`` with every run of image tokens shortened to one placeholder token.
+
+    TRL tokenizes a prompt with the processor, so each image is already expanded to its N tokens (one per merged
+    patch); vLLM, given those ids and the image, expands the first of them to N image tokens again and keeps the
+    other N - 1 as text, so the rollout policy reads stray tokens the training forward pass never sees (up to 575
+    per prompt at the 7B recipe's max_pixels). With one placeholder per image, vLLM's own expansion yields
+    exactly the run the training forward pass sees.
+    """
+    out: list[int] = []
+    for token in ids:
+        if not (token == image_token_id and out and out[-1] == image_token_id):
+            out.append(int(token))
+    return out
+
+
 class EmoCaliberGRPOTrainer(ModelCardMixin, ResumeMixin, GRPOTrainer):
     """``GRPOTrainer`` that parses every rollout once more for monitoring and writes this project's model card.
 
@@ -271,6 +316,19 @@ class EmoCaliberGRPOTrainer(ModelCardMixin, ResumeMixin, GRPOTrainer):
             full = torch.zeros_like(full)
         return token_advantages(full, calibration[local].to(ids.device), spans)
 
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        """TRL's generation with colocated vLLM given one placeholder per image (:func:`collapse_image_runs`).
+
+        TRL hands ``prompt_ids`` only to vLLM here and keeps its own expanded ids for the loss, so only what vLLM
+        sees changes. Server mode keeps the expanded runs: TRL places the server's image features on them.
+        """
+        if self.use_vllm and self.vllm_mode == "colocate" and images is not None:
+            image_token_id = getattr(self.processing_class, "image_token_id", None)
+            if image_token_id is not None:
+                prompt_ids = [collapse_image_runs(ids, image_token_id) for ids in prompt_ids]
+        return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                             has_tool_images=has_tool_images)
+
     def evaluate(self, *args: Any, **kwargs: Any):
         self.rollout_monitors["eval"].reset()  # each evaluation reports its own ECE
         return super().evaluate(*args, **kwargs)
@@ -330,6 +388,35 @@ def check_args(model_args: ModelArgs, data_args: DataArgs, script_args: GRPOScri
                           f"{len(script_args.reward_funcs)} reward_funcs {script_args.reward_funcs}")
 
 
+def check_vllm_pixel_bounds(source: str, model_args: ModelArgs, training_args: GRPOConfig) -> None:
+    """Refuse ``use_vllm`` when the config's pixel bounds differ from those saved with the checkpoint.
+
+    TRL builds the vLLM engine (colocated, or ``trl vllm-serve``) from the checkpoint path alone, without
+    ``mm_processor_kwargs``, so vLLM resizes images with the bounds in the checkpoint's saved processor while the
+    training forward pass uses the config's: the rollouts would then see images at another size than the loss.
+    """
+    asked = {"min_pixels": model_args.min_pixels, "max_pixels": model_args.max_pixels}
+    if not training_args.use_vllm or all(v is None for v in asked.values()):
+        return
+    from transformers import AutoImageProcessor
+
+    try:
+        size = AutoImageProcessor.from_pretrained(source, trust_remote_code=training_args.trust_remote_code).size
+    except OSError as e:
+        raise ConfigError(f"use_vllm with min_pixels/max_pixels: cannot read the processor saved with {source} to "
+                          f"compare its bounds ({str(e).splitlines()[0]})") from None
+    edge = (lambda k: size.get(k)) if isinstance(size, dict) else (lambda k: getattr(size, k, None))
+    saved = {"min_pixels": edge("shortest_edge"), "max_pixels": edge("longest_edge")}
+    differ = [k for k, v in asked.items() if v is not None and v != saved[k]]
+    if differ:
+        raise ConfigError(
+            f"use_vllm: the config's {', '.join(f'{k}={asked[k]}' for k in differ)} is not what {source} saved "
+            f"({', '.join(f'{k}={saved[k]}' for k in differ)}), and vLLM's rollouts resize images with the saved "
+            "bounds; save the processor with the config's bounds into the checkpoint "
+            "(emocaliber.modeling.load_processor(CKPT, min_pixels=..., max_pixels=...).save_pretrained(CKPT)) or "
+            "drop min_pixels/max_pixels from the config")
+
+
 def build_trainer(
     model_args: ModelArgs,
     data_args: DataArgs,
@@ -343,11 +430,20 @@ def build_trainer(
     source = check_model_source(model_args.model_name_or_path)
     if Path(source).is_dir():  # absolute, so vLLM, the reference model and lineage resolve from anywhere
         model_args.model_name_or_path = source = str(Path(source).resolve())
+    check_vllm_pixel_bounds(source, model_args, training_args)
     train_ds, eval_ds = build_datasets(data_args, completion=False)
     if eval_ds is None and training_args.eval_strategy != "no":
         raise ConfigError(f"eval_strategy={training_args.eval_strategy!r} needs eval_file")
+    val_records = prepare_validation(script_args, model_args, data_args, training_args, train_ds)
+    if script_args.blend_file:
+        train_ds = mix_blends(train_ds, script_args.blend_file, script_args.blend_share, seed=training_args.seed,
+                              with_confidence=data_args.with_confidence, system_prompt=data_args.system_prompt,
+                              skip_bad=data_args.skip_bad_records)
     funcs, weights = reward_wiring(script_args.reward_funcs, training_args.reward_weights,
                                    split_components=script_args.split_reward_components)
+    if script_args.blend_rank_weight > 0:
+        funcs.append(rank_reward(1.0, script_args.blend_rank_delta, script_args.blend_rank_table))
+        weights.append(script_args.blend_rank_weight)
     training_args.reward_weights = weights
     if script_args.confidence_credit != "sequence":
         if not any(f.__name__.startswith("calibration_reward") for f in funcs):
@@ -384,6 +480,7 @@ def build_trainer(
         rollout_window=script_args.rollout_window, rollout_ece_bins=script_args.rollout_ece_bins,
         confidence_credit=script_args.confidence_credit, confidence_credit_weight=script_args.confidence_credit_weight)
     info["distributed"] = distributed_info(trainer.accelerator)  # the callback holds the same dict
+    attach_validation(trainer, val_records, default_image_root(data_args), script_args)
     trainer.emocaliber_info = info
     return trainer
 
@@ -395,17 +492,24 @@ def run_grpo(
     training_args: GRPOConfig,
     *,
     callbacks: list | None = None,
-) -> Path:
-    """Train stage 3 and save a self-contained checkpoint in ``output_dir``; return that directory."""
+) -> Path | None:
+    """Train stage 3 and save a self-contained checkpoint in ``output_dir``; return that directory (``None`` when
+    ``print_examples`` only prints the prompts)."""
     from transformers import set_seed
 
     setup_logging(training_args)
+    if data_args.print_examples:
+        from emocaliber.train.preview import preview_grpo
+
+        return preview_grpo(model_args, data_args, script_args, training_args)
     set_seed(training_args.seed)
     resume = prepare_output_dir("stage3", model_args, data_args, training_args, script_args)
     trainer = build_trainer(model_args, data_args, script_args, training_args, callbacks=callbacks)
     logger.info("*** stage3: GRPO on %d prompts ***", len(trainer.train_dataset))
     result = trainer.train(resume_from_checkpoint=resume)
-    metrics = dict(result.metrics, train_samples=len(trainer.train_dataset))
+    # TRL reports a metric with no value in its last logging window (e.g. no rollout stated a confidence) as None,
+    # which log_metrics cannot print: leave those out rather than lose the run before its save.
+    metrics = {k: v for k, v in result.metrics.items() if v is not None} | {"train_samples": len(trainer.train_dataset)}
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_state()
@@ -413,6 +517,8 @@ def run_grpo(
     out = Path(training_args.output_dir)
     trainer.save_model(str(out))  # on every rank: ZeRO-3 gathers the shards
     if trainer.accelerator.is_main_process:
+        if selection := install_selected(trainer, out, model_args.model_name_or_path):
+            trainer.emocaliber_info["selection"] = selection  # the weights in ``out`` are the selected step's
         finalize_checkpoint(out, info=trainer.emocaliber_info, processor=trainer.processing_class)
     trainer.accelerator.wait_for_everyone()
     logger.info("model saved to %s", out)

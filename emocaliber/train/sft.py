@@ -234,11 +234,17 @@ def run_sft(
     *,
     stage: str,
     callbacks: list | None = None,
-) -> Path:
-    """Train one SFT stage and save a self-contained checkpoint in ``output_dir``; return that directory."""
+) -> Path | None:
+    """Train one SFT stage and save a self-contained checkpoint in ``output_dir``; return that directory.
+
+    With ``print_examples`` set, print that many training examples and return ``None`` without training."""
     from transformers import set_seed
 
     setup_logging(training_args)
+    if data_args.print_examples:
+        from emocaliber.train.preview import preview_sft
+
+        return preview_sft(model_args, data_args, training_args)
     set_seed(training_args.seed)
     resume = prepare_output_dir(stage, model_args, data_args, training_args)
     trainer = build_trainer(model_args, data_args, training_args, stage=stage, callbacks=callbacks)
