@@ -44,6 +44,7 @@ from typing import Any
 from emocaliber.argtypes import float_pair, whole_number
 from emocaliber.generation import GenerationBackend, SamplingSettings, record_request
 from emocaliber.images import ImageLoadError
+from emocaliber.locking import LockedError
 from emocaliber.parsing import ParsedResponse, parse_response
 from emocaliber.prompts import format_target
 from emocaliber.records import REASONING_PARTS, Record, RecordError, iter_jsonl, write_jsonl
@@ -200,8 +201,13 @@ def collect_samples(
     """
     from tqdm.auto import tqdm
 
+    from emocaliber.fingerprint import model_fingerprint
+
     path = Path(samples_path)
     config_path = path.with_name(path.name + CONFIG_SUFFIX)
+    model = config.get("model")
+    if isinstance(model, str) and Path(model).is_dir():  # other weights at the same path are another run
+        config = {**config, "model_sha256": model_fingerprint(model)["sha256"]}
     config = json.loads(json.dumps({  # JSON round trip: compares equal to what a resumed run reads back
         **config, "seed": seed, "chunk_size": chunk_size,
         "records_sha256": hashlib.sha256("\n".join(r.id for r in records).encode()).hexdigest()}))
@@ -217,8 +223,11 @@ def collect_samples(
     path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     with tqdm(total=len(records), desc="sampling", unit="item", disable=not progress) as bar:
-        run_chunked(list(records), path, responder, chunk_size=chunk_size, seed=seed, overwrite=overwrite,
-                    progress=bar.update)
+        try:
+            run_chunked(list(records), path, responder, chunk_size=chunk_size, seed=seed, overwrite=overwrite,
+                        progress=bar.update)
+        except LockedError as e:  # another build is appending to the same samples file
+            raise CorpusError(str(e)) from None
     # Line by line, not str.splitlines(): a response may hold U+2028 or U+0085, which JSON leaves unescaped.
     rows = [row for _, row in iter_jsonl(path)]
     for r, row in zip(records, rows):

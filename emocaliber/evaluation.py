@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from collections import Counter
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from emocaliber.argtypes import whole_number
+from emocaliber.locking import LOCK_FILE, LockedError, locked
 from emocaliber.records import Record, RecordError, iter_jsonl
 from emocaliber.tasks import canonical_task_name, list_tasks
 
@@ -41,7 +43,7 @@ PARSE_MODES = ("strict", "release")
 PREDICTIONS_FILE = "predictions.jsonl"
 RUN_CONFIG_FILE = "run_config.json"
 #: Settings that decide the bytes of predictions.jsonl; resuming with any of them changed would mix two runs.
-IDENTITY_FIELDS = ("model", "data_sha256", "image_root", "tasks", "backend", "samples", "temperature", "top_p",
+IDENTITY_FIELDS = ("model", "weights", "data_sha256", "image_root", "tasks", "backend", "samples", "temperature", "top_p",
                    "max_new_tokens", "seed", "batch_size", "chunk_size", "dtype", "min_pixels", "max_pixels",
                    "with_confidence")
 
@@ -76,6 +78,7 @@ class EvalConfig:
     n_bootstrap: int = 1000
     overwrite: bool = False
     strict: bool = False
+    max_dropped: float = 0.05
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -90,6 +93,8 @@ class EvalConfig:
                 raise EvalError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.parse_mode not in (*PARSE_MODES, "both"):
             raise EvalError(f"--parse-mode must be strict, release or both, got {self.parse_mode!r}")
+        if not 0 <= self.max_dropped <= 1:
+            raise EvalError(f"--max-dropped must be a share in [0, 1], got {self.max_dropped}")
         if self.n_bootstrap < 0:
             raise EvalError(f"--n-bootstrap must be >= 0, got {self.n_bootstrap}")
         if self.tasks is not None:
@@ -137,6 +142,7 @@ class EvalData:
     image_root: Path
     format: str  # "records" or "released"
     skipped: list[str] = field(default_factory=list)
+    n_lines: int | None = None  # data lines read (kept + skipped), before the task filter
 
 
 def detect_format(obj: Any) -> str:
@@ -187,6 +193,7 @@ def load_eval_data(path: str | os.PathLike, *, image_root: str | os.PathLike | N
     if not records:
         first = f" (first problem: {skipped[0]})" if skipped else ""
         raise EvalError(f"no usable record in {path}{first}")
+    n_lines = len(records) + len(skipped)
     if tasks:
         present = Counter(r.task for r in records)
         missing = [t for t in tasks if t not in present]
@@ -199,7 +206,7 @@ def load_eval_data(path: str | os.PathLike, *, image_root: str | os.PathLike | N
 
         root = root / IMAGE_PREFIX.strip("/")  # records drop the release's images/ prefix
     _check_image_root(records, root)
-    return EvalData(records, root, fmt or "records", skipped)
+    return EvalData(records, root, fmt or "records", skipped, n_lines)
 
 
 def _convert_line(obj: Any, fmt: str | None) -> Record:
@@ -280,10 +287,18 @@ def _check_same_run(config_path: Path, identity: dict[str, Any]) -> None:
                         "pass --overwrite to start again or choose another --out") from None
     # "auto" matches whichever backend the earlier run resolved to; the resolved name is checked once built.
     changed = [f"{k} {previous.get(k)!r} -> {identity[k]!r}" for k in IDENTITY_FIELDS
-               if previous.get(k) != identity[k] and not (k == "backend" and identity[k] == "auto")]
+               if previous.get(k) != identity[k] and not (k == "backend" and identity[k] == "auto")
+               and not (k == "weights" and not (_weights_known(identity[k]) and k in previous))]
     if changed:
         raise EvalError(f"{config_path.parent} holds a run with other settings ({'; '.join(changed)}); "
                         "rerun with the same settings to resume, or pass --overwrite or another --out")
+
+
+def _weights_known(weights: Any) -> bool:
+    """Whether the weights' fingerprint could be read (a local directory, or a hub snapshot on disk); when not,
+    nothing can be generated either, so a finished run may still be re-reported. (A run_config.json written
+    before weights were fingerprinted has no entry to compare with.)"""
+    return isinstance(weights, dict) and bool(weights.get("sha256") or weights.get("revision"))
 
 
 def eval_request(record: Record, image_root: Path, with_confidence: bool = True):
@@ -337,14 +352,29 @@ def run_evaluation(config: EvalConfig, *, backend: Any = None) -> EvalResult:
     """
     items = load_eval_data(config.data, image_root=config.image_root, tasks=config.tasks, strict=config.strict)
     out = config.out_dir
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise EvalError(f"cannot create output directory {out}: {e.strerror or e}") from None
+    try:
+        with locked(out):
+            return _run_locked(config, items, out, backend)
+    except BaseException:
+        if created and out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK_FILE}:
+            shutil.rmtree(out, ignore_errors=True)  # a run that failed its checks leaves no empty directory
+        raise
+
+
+def _run_locked(config: EvalConfig, items: EvalData, out: Path, backend: Any) -> EvalResult:
+    """:func:`run_evaluation` once the output directory is held by this process."""
+    from emocaliber.fingerprint import model_fingerprint
+
     predictions, config_path = out / PREDICTIONS_FILE, out / RUN_CONFIG_FILE
     identity = {**{k: v for k, v in asdict(config).items() if k in IDENTITY_FIELDS},
                 "data_sha256": _sha256(Path(config.data)), "image_root": str(items.image_root.resolve()),
-                "backend": backend.name if backend is not None else config.backend}
+                "backend": backend.name if backend is not None else config.backend,
+                "weights": model_fingerprint(config.model)}
     done = 0 if config.overwrite else _complete_lines(predictions)
     if done:
         _check_same_run(config_path, identity)
@@ -364,10 +394,29 @@ def run_evaluation(config: EvalConfig, *, backend: Any = None) -> EvalResult:
     from emocaliber.report import write_report
 
     metrics = write_report(predictions, out, parse_modes=config.parse_modes, n_bootstrap=config.n_bootstrap,
-                           seed=config.seed)
+                           seed=config.seed, dropped=dropped_summary(items))
     n_error_rows = metrics["modes"][config.parse_modes[0]]["overall"]["parse"]["n_error_rows"]
-    return EvalResult(out, metrics, len(items.records), n_error_rows // config.samples, n_generated, seconds,
-                      items.skipped)
+    result = EvalResult(out, metrics, len(items.records), n_error_rows // config.samples, n_generated, seconds,
+                        items.skipped)
+    return result
+
+
+def dropped_summary(items: EvalData) -> dict[str, Any]:
+    """Lines read, lines dropped and a count per reason (ids, quotes and numbers blanked so alike lines group)."""
+    import re
+
+    reasons: Counter[str] = Counter()
+    for message in items.skipped:
+        reason = message.split(": ", 1)[-1]
+        reasons[re.sub(r"'[^']*'|\"[^\"]*\"|\d+", "_", reason)[:100]] += 1
+    n_lines = items.n_lines if items.n_lines is not None else len(items.records) + len(items.skipped)
+    return {"n_lines": n_lines, "n_dropped": len(items.skipped), "reasons": dict(reasons.most_common()),
+            "first": items.skipped[:5]}
+
+
+def dropped_share(result: EvalResult) -> float:
+    dropped = result.metrics.get("dropped_input") or {}
+    return dropped["n_dropped"] / dropped["n_lines"] if dropped.get("n_lines") else 0.0
 
 
 def _generate(items: EvalData, backend: Any, config: EvalConfig, predictions: Path, done_rows: int,
@@ -507,6 +556,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     r.add_argument("--overwrite", action="store_true", help="discard existing predictions and start again")
     r.add_argument("--strict", action="store_true", help="stop at the first bad line of the data file "
                                                           "(default: skip it and report it)")
+    r.add_argument("--max-dropped", type=float, default=d.max_dropped, metavar="SHARE",
+                   help="exit with an error when more than this share of the data file's lines were unusable and "
+                        "dropped (default %(default)s; 1 accepts any)")
     r.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
@@ -515,6 +567,21 @@ class OneLineErrorParser(argparse.ArgumentParser):
     """Usage errors as one line (no usage block), so the reason is what the user sees; subparsers inherit it."""
 
     def error(self, message: str):
+        import difflib
+
+        if message.startswith("unrecognized arguments:"):
+            known = set(self._option_string_actions)
+            subcommands = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+            for action in subcommands:  # their options too (`emocaliber eval --modle`)
+                for sub in action.choices.values():
+                    known |= set(sub._option_string_actions)
+            hints = []
+            for flag in message.split(":", 1)[1].split():
+                close = difflib.get_close_matches(flag.split("=", 1)[0], sorted(known), n=1)
+                if flag.startswith("--") and close:
+                    hints.append(f"{flag} -> did you mean {close[0]}?")
+            if hints:
+                message += f" ({'; '.join(hints)})"
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
@@ -547,15 +614,18 @@ def summary_text(result: EvalResult) -> list[str]:
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input rather than a bug: printed as one line, no traceback."""
+    from emocaliber.atomic import OutputError
     from emocaliber.modeling import ModelNotFoundError
+    from emocaliber.weights import CorruptWeightsError
 
-    return EvalError, ModelNotFoundError
+    return EvalError, ModelNotFoundError, LockedError, OutputError, CorruptWeightsError
 
 
 def run_from_args(args: argparse.Namespace, prog: str = "run_vecbench") -> int:
     """Run an evaluation from parsed arguments; print the summary, or one line saying what went wrong."""
     try:
-        result = run_evaluation(config_from_args(args))
+        config = config_from_args(args)
+        result = run_evaluation(config)
     except user_errors() as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
@@ -563,6 +633,12 @@ def run_from_args(args: argparse.Namespace, prog: str = "run_vecbench") -> int:
         print(f"{prog}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     print("\n".join(summary_text(result)))
+    share = dropped_share(result)
+    if share > config.max_dropped:
+        print(f"{prog}: error: {100 * share:.1f}% of the lines of {config.data} were dropped (above --max-dropped "
+              f"{config.max_dropped:g}), so the scores cover part of the input only; fix the lines listed above or "
+              "pass --max-dropped 1 to accept", file=sys.stderr)
+        return 1
     return 0
 
 

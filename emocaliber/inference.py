@@ -338,7 +338,11 @@ def run_predict(args: argparse.Namespace, prog: str) -> int:
             print(json.dumps({"image": path, **pred.to_dict()}, ensure_ascii=False))
         else:
             print(f"{path}\t{pred.summary()}")
-    return 0
+    unlabelled = [(path, pred) for path, pred in zip(args.images, predictions) if pred.label is None]
+    for path, pred in unlabelled:  # a confidence without a label from the list is no prediction at all
+        print(f"{prog}: error: {path}: the model's answer names none of the candidates {pred.candidates} "
+              f"({'; '.join(pred.problems) or 'no answer'})", file=sys.stderr)
+    return 1 if unlabelled else 0
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "emocaliber predict") -> int:

@@ -227,7 +227,10 @@ def load_model_and_processor(
     """
     from transformers import AutoModelForImageTextToText
 
+    from emocaliber.weights import check_weights
+
     source = check_model_source(name_or_path)
+    check_weights(source)  # a truncated file is a one-line error naming it, not a SafetensorError traceback
     adapter = Path(source, "adapter_config.json")
     if adapter.is_file():
         _check_adapter_weights(Path(source))  # before anything loads
@@ -246,6 +249,7 @@ def load_model_and_processor(
         import json
 
         base = check_model_source(json.loads(adapter.read_text())["base_model_name_or_path"])
+        check_weights(base)
     try:
         model = AutoModelForImageTextToText.from_pretrained(base, **kwargs)
     except OSError as e:

@@ -26,6 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from emocaliber import metrics as M
+from emocaliber.atomic import write_text_atomic
 from emocaliber.parsing import MODES as PARSE_MODES
 from emocaliber.parsing import parse_response
 from emocaliber.records import Record, RecordError, iter_jsonl
@@ -455,7 +456,8 @@ def report_markdown(metrics: dict[str, Any]) -> str:
     s = first["settings"]
     lines = ["# EmoCaliber evaluation report", "",
              (f"Source: `{metrics.get('source') or 'rows given in memory'}`; {first['n_rows']} scored rows, "
-             f"{first['n_records']} records, samples per record {first['samples_per_record']}."),
+             f"{first['n_records']} records, samples per record {first['samples_per_record']}."
+             + (f" {dropped_line(metrics.get('dropped_input'))}" if metrics.get("dropped_input") else "")),
              (f"Values are percentages (×100). Brackets: {100 * s['ci_level']:.0f}% {s['ci_method']} bootstrap "
              f"interval, {s['n_bootstrap']} resamples stratified by {s['bootstrap_strata']}, resampling unit "
              f"{s['bootstrap_unit']}, seed {s['seed']}."),
@@ -475,11 +477,14 @@ def report_markdown(metrics: dict[str, Any]) -> str:
 
 
 def write_report(rows_or_path: str | os.PathLike | Iterable[Any], out_dir: str | os.PathLike,
-                 parse_modes: Sequence[str] = PARSE_MODES, n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+                 parse_modes: Sequence[str] = PARSE_MODES, n_bootstrap: int = 1000, seed: int = 0,
+                 dropped: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate under each parse mode and write metrics.json, report.md and the PNG plots (first mode's parse).
 
     Returns what metrics.json holds: ``{"source", "parse_modes", "modes": {mode: evaluate_predictions(...)},
-    "plots", "unreadable_lines"}``. The same input and seed give the same metrics.json bytes.
+    "plots", "unreadable_lines", "dropped_input"}``. ``dropped`` (from the caller that read the input file:
+    lines read, lines dropped, count per reason) is stated next to n, so a score over a fraction of the input
+    cannot pass for a score over all of it. The same input and seed give the same metrics.json bytes.
     """
     parse_modes = tuple(parse_modes)
     if not parse_modes:
@@ -493,10 +498,20 @@ def write_report(rows_or_path: str | os.PathLike | Iterable[Any], out_dir: str |
         modes[mode] = _evaluate_parsed(parsed[mode], mode, n_bootstrap, seed)
     plots = _plots(parsed[parse_modes[0]], out, parse_modes[0])
     metrics = {"source": source, "parse_modes": list(parse_modes), "modes": modes, "plots": plots,
-               "unreadable_lines": unreadable}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    (out / "report.md").write_text(report_markdown(metrics), encoding="utf-8")
+               "unreadable_lines": unreadable, "dropped_input": dropped}
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=1, allow_nan=False) + "\n")
+    write_text_atomic(out / "report.md", report_markdown(metrics))
     return metrics
+
+
+def dropped_line(dropped: dict[str, Any] | None) -> str | None:
+    """One sentence: how many input lines were read and dropped, and why (None when nothing is known)."""
+    if not dropped:
+        return None
+    reasons = "; ".join(f"{n} {why}" for why, n in dropped.get("reasons", {}).items())
+    share = dropped["n_dropped"] / dropped["n_lines"] if dropped.get("n_lines") else 0.0
+    return (f"Input: {dropped['n_lines']} data lines read, {dropped['n_dropped']} dropped ({100 * share:.1f}%)"
+            + (f": {reasons}" if reasons else "") + ".")
 
 
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
@@ -526,4 +541,6 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
     if "release" in modes:
         lines.append("(ECE-rel: the release script's rule, np.linspace edges with c = 1.0 in no bin, for comparison "
                      "with the paper; the release's row rules differ too: docs/evaluation.md)")
+    if metrics.get("dropped_input"):
+        lines.append(dropped_line(metrics["dropped_input"]))
     return lines

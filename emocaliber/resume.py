@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from emocaliber.atomic import OutputError, describe_os_error
+from emocaliber.locking import locked
 from emocaliber.records import dumps
 
 T = TypeVar("T")
@@ -59,6 +61,14 @@ def run_chunked(
     """
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    with locked(out.parent, f".{out.name}.lock"):  # a second writer of the same file fails at once, naming us
+        return _run_chunked(items, out, process_chunk, chunk_size=chunk_size, seed=seed,
+                            rows_per_item=rows_per_item, overwrite=overwrite, progress=progress)
+
+
+def _run_chunked(items: Sequence[T], out: Path, process_chunk: Callable[[list[T], int], list[dict[str, Any]]], *,
+                 chunk_size: int, seed: int, rows_per_item: int, overwrite: bool,
+                 progress: Callable[[int], None] | None) -> Path:
     per_chunk = chunk_size * rows_per_item
     if overwrite or not out.exists():
         out.write_bytes(b"")
@@ -77,9 +87,13 @@ def run_chunked(
             rows = process_chunk(chunk, chunk_seed(seed, index))
             if len(rows) != len(chunk) * rows_per_item:
                 raise RuntimeError(f"chunk {index}: expected {len(chunk) * rows_per_item} rows, got {len(rows)}")
-            fh.write("".join(dumps(r) + "\n" for r in rows))
-            fh.flush()
-            os.fsync(fh.fileno())
+            try:
+                fh.write("".join(dumps(r) + "\n" for r in rows))
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError as e:  # a chunk cut short here is redone by the next run (see _line_ends)
+                raise OutputError(e.errno, describe_os_error(e, out) + " (the same command resumes after the last "
+                                  "complete chunk)") from e
             if progress:
                 progress(len(chunk))
     return out

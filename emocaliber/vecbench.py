@@ -154,7 +154,7 @@ def place_file(src: Path, dst: Path, mode: str) -> None:
         return
     if mode == "hardlink":
         try:
-            os.link(src, dst)
+            os.link(src.resolve(), dst)  # link() on Linux would hard-link a symbolic link itself, not its file
             return
         except OSError:
             pass  # another file system, or links not allowed: copy instead

@@ -97,8 +97,8 @@ def test_unknown_command_is_one_line(argv, message, capsys):
 def test_predict_prints_json_with_the_parsed_answer(tiny_model_dir, image, capsys):
     code = main(["predict", str(image), str(image), "--model", str(tiny_model_dir), "--json",
                  "--max-new-tokens", "8", "--candidates", "positive,negative"])
-    assert code == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
     assert len(lines) == 2
     first = json.loads(lines[0])
     assert first["image"] == str(image) and first["candidates"] == ["positive", "negative"]
@@ -106,12 +106,33 @@ def test_predict_prints_json_with_the_parsed_answer(tiny_model_dir, image, capsy
     assert (first["label"], first["confidence"], first["valid"]) == (parsed.label, parsed.confidence,
                                                                       parsed.valid_format)
     assert json.loads(lines[1])["raw"] == first["raw"]  # greedy: the same image, the same answer
+    # An answer outside the candidate list is an error (exit 1, one line per image), not a quiet "(no label)".
+    assert code == (0 if first["label"] else 1)
+    assert ("names none of the candidates" in captured.err) == (first["label"] is None)
 
 
 def test_predict_plain_output_names_the_image(tiny_model_dir, image, capsys):
-    assert main(["predict", str(image), "--model", str(tiny_model_dir), "--max-new-tokens", "4",
-                 "--task", "FI-8"]) == 0
-    assert capsys.readouterr().out.startswith(f"{image}\t")
+    code = main(["predict", str(image), "--model", str(tiny_model_dir), "--max-new-tokens", "4", "--task", "FI-8"])
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{image}\t")
+    assert code == (1 if "(no label)" in captured.out else 0)
+
+
+def test_predict_answer_outside_the_candidates_is_an_error(tiny_model_dir, image, capsys, monkeypatch):
+    from emocaliber.inference import EmoCaliber, Prediction
+
+    def answer_awe(self, images, **kwargs):  # a model that names a label the user did not offer
+        raw = "<answer>awe</answer><confidence>0.95</confidence>"
+        parsed = parse_response(raw, ["joy"], mode="strict")
+        return [Prediction(label=parsed.label, confidence=parsed.confidence, reasoning={}, raw=raw,
+                           valid=parsed.valid_format, problems=list(parsed.problems), candidates=["joy"])
+                for _ in images]
+
+    monkeypatch.setattr(EmoCaliber, "predict_batch", answer_awe)
+    code = main(["predict", str(image), "--model", str(tiny_model_dir), "--candidates", "joy"])
+    captured = capsys.readouterr()
+    assert "(no label)" in captured.out and code == 1
+    assert f"{image}: the model's answer names none of the candidates ['joy']" in captured.err
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -246,7 +246,7 @@ def test_recipe_trains_logs_components_and_resumes(tiny_model_dir, train_file, t
     table = pd.read_parquet(out / "completions" / "completions_00002.parquet")
     assert {"label", "confidence", "valid", *names} <= set(table.columns) and len(table) == 8
 
-    recipe.main(recipe_args(tiny_model_dir, train_file, out, steps=3, save_steps=10))
+    recipe.main(recipe_args(tiny_model_dir, train_file, out, steps=3, save_steps=10, beta="0.04"))
     logs = step_logs(out)
     assert [h["step"] for h in logs] == [1, 2, 3]  # steps 1-2 come from checkpoint-2's state, 3 is new
     assert [h for h in log_history(out) if "train_runtime" in h]

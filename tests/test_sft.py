@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 from emocaliber.formats import to_trl_prompt_completion
 from emocaliber.prompts import SYSTEM_PROMPT, record_target
 from emocaliber.records import read_records
-from emocaliber.train.checkpoint import INFO_FILE, merge_lora, missing_parts
+from emocaliber.train.checkpoint import INFO_FILE, mark_complete, merge_lora, missing_parts
 from emocaliber.train.configs import ConfigError, DataArgs, ModelArgs, parse_args_and_config
 from emocaliber.train.data import DataError, load_split, records_to_dataset
 from emocaliber.train.sft import build_trainer, check_args, confidence_token_weights, resolve_resume, run_sft
@@ -266,9 +266,11 @@ def _env():
 
 def test_resolve_resume(tmp_path):
     assert resolve_resume("auto", tmp_path / "fresh") is None
-    for step in (2, 10, 4):
+    for step in (2, 10, 4, 12):
         (tmp_path / f"checkpoint-{step}").mkdir()
         (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+        if step != 12:  # checkpoint-12 was cut short by a kill: never marked complete
+            mark_complete(tmp_path / f"checkpoint-{step}", step=step)
     assert resolve_resume("auto", tmp_path) == str(tmp_path / "checkpoint-10")
     assert resolve_resume(None, tmp_path) is None
     assert resolve_resume(str(tmp_path / "checkpoint-2"), tmp_path) == str(tmp_path / "checkpoint-2")

@@ -210,17 +210,18 @@ def test_links_out_of_the_dataset_root_are_not_followed(tmp_path, verify):
     os.symlink(outside / "private.jpg", awe / "awe_2.jpg")  # a file link out of the root
     os.symlink(outside, awe / "linked")                     # a folder link out of it
     os.symlink("..", awe / "loop")                          # a folder link that would loop
-    os.symlink("awe_1.jpg", awe / "awe_3.jpg")              # a link that stays inside: fine
+    os.symlink("awe_1.jpg", awe / "awe_3.jpg")              # a link that stays inside: read at its target
     out = tmp_path / "out"
     result = build({"fi": fi}, out, verify=verify, link_mode="copy")
     kept = sorted(r.image for r in read_records(out / "train.jsonl") + read_records(out / "test.jsonl"))
-    assert kept == ["FI/awe/awe_1.jpg", "FI/awe/awe_1.jpg"] + (
-        [] if verify else ["FI/awe/awe_3.jpg", "FI/awe/awe_3.jpg"])  # verifying, awe_3 is awe_1's bytes
+    assert kept == ["FI/awe/awe_1.jpg", "FI/awe/awe_1.jpg"]  # the real file, not a link to it nor its "duplicate"
     skipped = result.summary["skipped"]
-    assert skipped["path_escapes_root"]["total"] == 2  # awe_2 for FI-8 and FI-2
+    assert skipped["path_escapes_root"]["total"] == 2  # the file link and the folder link out of the root
     assert any("awe_2.jpg is a link to" in ex for ex in skipped["path_escapes_root"]["examples"])
+    assert any("linked is a link to " + str(outside) in ex for ex in skipped["path_escapes_root"]["examples"]), skipped
     assert not (out / "images" / "FI" / "awe" / "awe_2.jpg").exists()
-    assert skipped["non_image_file"]["total"] == 2  # the two folder links, yielded as files and not entered
+    assert skipped["linked_file"]["total"] == 1 and skipped["linked_folder"]["total"] == 1  # awe_3, loop
+    assert "non_image_file" not in skipped and "duplicate" not in skipped
 
 
 def test_a_rebuild_serves_a_corrected_original(tmp_path):

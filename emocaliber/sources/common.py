@@ -49,6 +49,10 @@ REASONS: dict[str, tuple[str, str]] = {
     "link_failed": ("error", "could not place the image under the output image root"),
     "tie": ("policy", "Abstract vote tie: no unique majority label, dropped as in VECBench"),
     "non_image_file": ("policy", "not an image file by extension (e.g. ReadMe.rtf)"),
+    "linked_file": ("policy", ("symbolic link to a file inside the dataset root; the file is read once, at its own "
+                               "path")),
+    "linked_folder": ("policy", ("symbolic link to a folder inside the dataset root; its images are read at "
+                                 "their own paths")),
     "hidden_file": ("policy", "hidden or system file (.DS_Store, __MACOSX)"),
     "duplicate": ("policy", "same image already kept for this task (same path, or same bytes when verifying)"),
     "annotation_missing": ("warning", "EmoSet annotation JSON missing or unreadable; kept without attributes"),
@@ -243,7 +247,13 @@ class Source:
                       candidates=list(spec.labels), ground_truth=label, split=split, source=self.name, meta=meta)
 
     def skip_file(self, skips: SkipLog, rel: str, path: Path) -> bool:
-        """Count and skip hidden and non-image files of a folder walk; True if skipped."""
+        """Count and skip hidden and non-image files of a folder walk, and symbolic links; True if skipped.
+
+        A link is resolved: one leaving the dataset root is refused, one inside it is counted and skipped because
+        its target is read at its own path (keeping the link instead made the real file its "duplicate", and a
+        link in the output escapes the output root)."""
+        if path.is_symlink():
+            return self._skip_link(skips, path)
         if any(is_hidden(part) for part in rel.split("/")):
             skips.add("hidden_file", self.name, str(path))
             return True
@@ -252,6 +262,18 @@ class Source:
                       f"extension not one of {sorted(IMAGE_EXTS)}; skipped")
             return True
         return False
+
+    def _skip_link(self, skips: SkipLog, path: Path) -> bool:
+        try:
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError):  # dangling, or a loop of links
+            skips.add("missing_image", self.name, str(path), f"{path} is a link that does not resolve")
+            return True
+        if not real.is_relative_to(self.root.resolve()):
+            skips.add("path_escapes_root", self.name, str(path), f"{path} is a link to {real}, outside {self.root}")
+            return True
+        skips.add("linked_folder" if real.is_dir() else "linked_file", self.name, str(path), f"link to {real}")
+        return True
 
 
 def relpath_or_skip(path: str, skips: SkipLog, group: str, where: str) -> str | None:

@@ -6,8 +6,14 @@ Any directory a stage writes (the final ``output_dir`` and every intermediate ``
 The same information is kept machine-readable in ``emocaliber_training.json`` so the next stage can record its
 lineage. LoRA runs write adapters; :func:`merge_lora` turns one into a full checkpoint.
 
-Stage-agnostic: the SFT recipes and the GRPO stage share :func:`training_info`, :class:`ModelCardMixin` (put it
-before the TRL trainer class) and :class:`SelfContainedCheckpointCallback`.
+A checkpoint is *complete* only once :data:`COMPLETE_FILE` is in it, written last and atomically: a kill or a full
+disk during a save leaves a checkpoint that ``resume_from_checkpoint: auto`` skips instead of crashing on.
+:func:`prepare_output_dir` claims an ``output_dir`` for a run: it locks it against a second concurrent run and
+refuses one whose fingerprint (settings, data, base weights; ``emocaliber.fingerprint``) differs from the run
+that wrote it, so new settings are never recorded over old weights.
+
+Stage-agnostic: the SFT recipes and the GRPO stage share :func:`training_info`, :func:`prepare_output_dir`,
+:class:`ModelCardMixin` (put it before the TRL trainer class) and :class:`SelfContainedCheckpointCallback`.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -225,6 +232,7 @@ def finalize_checkpoint(
         logger.warning("checkpoint %s is not self-contained, it lacks: %s%s", d, ", ".join(missing),
                        " (under DeepSpeed ZeRO-3 set zero3_save_16bit_model: true in the accelerate config)"
                        if "weights" in missing else "")
+    mark_complete(d, step=step)  # last: everything above, and the Trainer's files before it, are on disk
     return missing
 
 
@@ -364,3 +372,208 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     print(f"merged checkpoint written to {out}")
     return 0
 
+# ----------------------------------------------------------------------------------------------------------------
+# Complete checkpoints, resume, and the run fingerprint of an output directory
+
+#: Written (temp + rename) as the last file of a checkpoint, after the weights and trainer_state.json: a
+#: checkpoint without it was cut short by a kill or a full disk and is never resumed from.
+COMPLETE_FILE = "emocaliber_complete.json"
+#: The fingerprint of the run that writes an output directory (emocaliber.fingerprint).
+RUN_FILE = "emocaliber_run.json"
+#: Values of ``resume_from_checkpoint`` that mean "the newest complete checkpoint in output_dir, if any".
+AUTO_RESUME = ("auto", "last", "true", "True")
+#: Trainer settings that change how a run is logged or saved, not what it trains: free to change on resume.
+_RUN_MECHANICS = ("output_dir", "logging_dir", "resume_from_checkpoint", "run_name", "report_to", "disable_tqdm",
+                  "log_level", "log_level_replica", "dataloader_num_workers", "dataloader_persistent_workers",
+                  "dataloader_prefetch_factor", "push_to_hub", "overwrite", "eval_steps", "eval_strategy",
+                  "do_eval", "skip_memory_metrics", "log_completions", "num_completions_to_print",
+                  "wandb_log_unique_prompts")
+#: How long to train: a resume may extend a run (logged), since its checkpoints hold the same earlier steps.
+_RUN_LENGTH = ("max_steps", "num_train_epochs")
+_RUN_MECHANICS_PREFIXES = ("logging_", "save_", "hub_", "push_to_hub_", "trackio_")
+
+
+def mark_complete(ckpt_dir: str | os.PathLike, step: int | None = None) -> None:
+    """Mark a fully written checkpoint complete (atomically; the marker lists each file's size)."""
+    from emocaliber.atomic import write_text_atomic
+
+    d = Path(ckpt_dir)
+    files = {f.name: f.stat().st_size for f in sorted(d.iterdir()) if f.is_file() and f.name != COMPLETE_FILE}
+    write_text_atomic(d / COMPLETE_FILE, json.dumps({"step": step, "files": files}, indent=2) + "\n")
+
+
+def checkpoint_problem(ckpt_dir: str | os.PathLike, *, need_trainer_state: bool = True) -> str | None:
+    """Why a checkpoint cannot be resumed from (not marked complete, no trainer state, truncated weights), or None."""
+    from emocaliber.weights import weights_problem
+
+    d = Path(ckpt_dir)
+    if not (d / COMPLETE_FILE).is_file():
+        return f"not marked complete ({COMPLETE_FILE} missing: the save was cut short)"
+    if need_trainer_state and not (d / "trainer_state.json").is_file():
+        return "no trainer_state.json"
+    return weights_problem(d)
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> tuple[str | None, list[str]]:
+    """The newest complete ``checkpoint-N`` in ``output_dir`` and a note for every newer one that was skipped."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    out = Path(output_dir)
+    if not out.is_dir():
+        return None, []
+    found = []
+    for d in out.iterdir():
+        suffix = d.name[len(PREFIX_CHECKPOINT_DIR) + 1:]
+        if d.is_dir() and d.name.startswith(PREFIX_CHECKPOINT_DIR + "-") and suffix.isdigit():
+            found.append((int(suffix), d))
+    skipped = []
+    for _, d in sorted(found, reverse=True):
+        problem = checkpoint_problem(d)
+        if problem is None:
+            return str(d), skipped
+        skipped.append(f"{d.name}: {problem}")
+    return None, skipped
+
+
+def resolve_resume(resume: str | bool | None, output_dir: str | os.PathLike) -> str | None:
+    """The checkpoint to resume from: ``auto`` -> the newest complete ``checkpoint-N`` in output_dir (None if
+    there is none, i.e. a fresh start; incomplete newer ones are skipped with a warning), a path -> that path
+    (which must exist and be complete), None -> no resume (warn if checkpoints exist). Says which one it picked."""
+    from emocaliber.train.configs import ConfigError
+
+    out = Path(output_dir)
+    last, skipped = last_complete_checkpoint(out)
+    if resume is None or resume is False or resume in ("", "none", "None", "false", "False"):
+        if last is not None:
+            logger.warning("output_dir %s already holds %s; training starts from scratch and will overwrite "
+                           "checkpoints (set resume_from_checkpoint: auto to continue it)", out, Path(last).name)
+        return None
+    if resume is True or resume in AUTO_RESUME:
+        for note in skipped:
+            logger.warning("resume_from_checkpoint=auto: skipping incomplete %s", note)
+        if last is None:
+            logger.info("resume_from_checkpoint=auto: no complete checkpoint in %s, starting from scratch", out)
+        else:
+            logger.warning("resuming from %s (the newest complete checkpoint)", last)
+        return last
+    if not Path(resume).is_dir():
+        raise ConfigError(f"resume_from_checkpoint: no checkpoint directory at {resume} (use 'auto' for the last "
+                          f"checkpoint in output_dir)")
+    problem = checkpoint_problem(resume)
+    if problem:
+        raise ConfigError(f"resume_from_checkpoint: {resume} is incomplete ({problem}); pick an earlier "
+                          "checkpoint or use 'auto' for the newest complete one")
+    logger.warning("resuming from %s", resume)
+    return str(resume)
+
+
+def run_fingerprint(stage: str, model_args: Any, data_args: Any, training_args: Any,
+                    script_args: Any = None) -> dict[str, Any]:
+    """What decides a training run's weights: stage, config (minus logging and saving), data files, base weights."""
+    from emocaliber import fingerprint
+
+    training = {k: v for k, v in _jsonable(training_args).items()
+                if k not in _RUN_MECHANICS and not k.startswith(_RUN_MECHANICS_PREFIXES)}
+    data = {k: v for k, v in _jsonable(data_args).items() if k not in _RUN_MECHANICS}
+    return {
+        "stage": stage,
+        "model": _jsonable(model_args),
+        "data": data,
+        "training": training,
+        "script": _jsonable(script_args) if script_args is not None else None,
+        "data_files": {k: _digest(fingerprint.file_fingerprint(getattr(data_args, k, None)))
+                       for k in ("train_file", "eval_file")},
+        "base_weights": _digest(fingerprint.model_fingerprint(model_args.model_name_or_path)),
+        "code": fingerprint.code_version(),
+    }
+
+
+def _digest(fp: dict[str, Any] | None) -> str | None:
+    """One comparable value per file or model (a change then reads as one line, not one per detail)."""
+    if fp is None:
+        return None
+    if "sha256" in fp:
+        return fp["sha256"]
+    if "hub_id" in fp:
+        return f"{fp['hub_id']}@{fp.get('revision') or 'unknown revision'}"
+    return f"missing {fp.get('path')}"
+
+
+def _is_main_rank() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+_held_locks: dict[str, Any] = {}
+
+
+def prepare_output_dir(stage: str, model_args: Any, data_args: Any, training_args: Any,
+                       script_args: Any = None) -> str | None:
+    """Claim ``output_dir`` for this run and return the checkpoint to resume from (None: start fresh).
+
+    A directory that holds a run with another fingerprint (settings, data, base weights) is refused in one line
+    naming what changed, unless ``overwrite`` is set: then its checkpoints are removed and training starts again.
+    The directory is locked against a second concurrent run (emocaliber.locking) by the main rank.
+    """
+    from emocaliber import fingerprint
+    from emocaliber.locking import DirectoryLock
+    from emocaliber.train.configs import ConfigError
+
+    out = Path(training_args.output_dir)
+    overwrite = bool(getattr(data_args, "overwrite", False))
+    new = run_fingerprint(stage, model_args, data_args, training_args, script_args)
+    if _is_main_rank():
+        created = not out.exists()
+        out.mkdir(parents=True, exist_ok=True)
+        key = str(out.resolve())
+        if key not in _held_locks:
+            _held_locks[key] = DirectoryLock(out).acquire()
+        if created:
+            import atexit
+
+            atexit.register(_remove_if_unused, out)
+    old = fingerprint.read(out / RUN_FILE)
+    has_run = any(out.glob("checkpoint-*")) or (out / INFO_FILE).is_file()
+    changed: list[str] = []
+    if old is not None:
+        compared = ("stage", "training", "model", "script", "data", "data_files", "base_weights")
+        changed = [d for k in compared for d in fingerprint.differences({k: old.get(k)}, {k: new[k]}, limit=99)]
+        length = [d for d in changed if d.split(" ")[0] in {f"training.{k}" for k in _RUN_LENGTH}]
+        if length:
+            logger.warning("output_dir %s: run length changed (%s); resuming continues the same run with the "
+                           "learning-rate schedule of the new length", out, "; ".join(length))
+            changed = [d for d in changed if d not in length]
+        changed = changed[:6] + ([f"{len(changed) - 6} more"] if len(changed) > 6 else [])
+    elif has_run:
+        changed = [f"it holds a run without {RUN_FILE}, so its settings are unknown"]
+    if changed and not overwrite:
+        raise ConfigError(f"output_dir {out} holds a run with other settings ({'; '.join(changed)}); use a fresh "
+                          "output_dir, or pass --overwrite true to discard its checkpoints and start again")
+    if changed and overwrite and _is_main_rank():
+        logger.warning("overwrite: discarding the run in %s (%s)", out, "; ".join(changed))
+        for ckpt in out.glob("checkpoint-*"):
+            shutil.rmtree(ckpt)
+        for name in (COMPLETE_FILE, INFO_FILE):
+            (out / name).unlink(missing_ok=True)
+    if _is_main_rank():
+        fingerprint.write(out / RUN_FILE, new)
+        (out / COMPLETE_FILE).unlink(missing_ok=True)  # the final model here is rewritten by this run
+    if old is not None and old.get("code") != new["code"]:
+        logger.warning("output_dir %s was started by code %s, now %s", out, old.get("code"), new["code"])
+    if changed:  # overwrite: every rank starts afresh, whether or not the main rank has removed checkpoints yet
+        return None
+    return resolve_resume(training_args.resume_from_checkpoint, out)
+
+
+def _remove_if_unused(out: Path) -> None:
+    """At exit: remove an output directory this run created when it holds only the run's bookkeeping (the run
+    failed its checks before writing anything), so no empty directory is left behind."""
+    from emocaliber.locking import LOCK_FILE
+
+    lock = _held_locks.pop(str(out.resolve()), None) if out.exists() else None
+    if lock is not None:
+        lock.release()
+    try:
+        if out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK_FILE, RUN_FILE}:
+            shutil.rmtree(out)
+    except OSError:
+        pass

@@ -137,6 +137,13 @@ class DataArgs:
     skip_bad_records: bool = field(
         default=False, metadata={"help": "Count, report and skip invalid records or records whose image is missing "
                                          "instead of stopping before training."})
+    allow_missing_reasoning: bool = field(
+        default=False, metadata={"help": "SFT: train records without 'reasoning' answer-only (counted and warned) "
+                                         "instead of refusing them; an answer-only record teaches no reasoning."})
+    overwrite: bool = field(
+        default=False, metadata={"help": "Discard the checkpoints of an earlier run in output_dir whose settings, data "
+                                         "or base weights differ, instead of refusing to start (without it such a "
+                                         "rerun stops with a line naming what changed)."})
     verify_images: bool = field(
         default=False, metadata={"help": "Open every image's header before training (slower start, catches corrupt "
                                          "files that would otherwise stop training mid-way)."})
@@ -161,6 +168,8 @@ class DataArgs:
                 raise ConfigError(f"{name} must be a positive integer or null, got {value!r}")
 
 
+
+
 def parse_args_and_config(parser: Any, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
     """``TrlParser.parse_args_and_config`` with config mistakes reported as :class:`ConfigError`.
 
@@ -169,6 +178,7 @@ def parse_args_and_config(parser: Any, argv: Sequence[str] | None = None) -> tup
     ``ConfigError`` with the original message, which names the offending key.
     """
     args = list(argv) if argv is not None else sys.argv[1:]
+    check_flags(parser, args)
     if "--config" in args and args.index("--config") + 1 < len(args):
         check_config_keys(parser, args[args.index("--config") + 1])
     try:
@@ -177,6 +187,19 @@ def parse_args_and_config(parser: Any, argv: Sequence[str] | None = None) -> tup
         raise
     except (ValueError, TypeError) as e:
         raise ConfigError(f"invalid configuration: {e}") from e
+
+
+def check_flags(parser: Any, args: Sequence[str]) -> None:
+    """Reject a misspelt ``--flag`` with the closest known one, before any config is built."""
+    import difflib
+
+    known = set(parser._option_string_actions) | {"--config"}  # TrlParser reads --config itself
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("--") and flag not in known:
+            close = difflib.get_close_matches(flag, known, n=1)
+            raise ConfigError(f"unknown option {flag}" + (f" (did you mean {close[0]}?)" if close else "")
+                              + "; see --help")
 
 
 def check_config_keys(parser: Any, config_path: str) -> None:

@@ -65,6 +65,8 @@ def load_split(
     max_samples: int | None = None,
     skip_bad: bool = False,
     verify_images: bool = False,
+    need_reasoning: bool = False,
+    allow_missing_reasoning: bool = False,
 ) -> LoadedSplit:
     """Read and check one records file; raise :class:`DataError` listing what is wrong, before any training.
 
@@ -82,6 +84,7 @@ def load_split(
     problems: list[str] = []
     records: list[Record] = []
     images: list[Path] = []
+    no_reasoning = 0
     lines = iter_jsonl(path, errors=problems)
     for lineno, obj in tqdm(lines, desc=f"checking {path.name}", unit=" records", disable=None, leave=False):
         if max_samples is not None and len(records) >= max_samples:
@@ -99,6 +102,13 @@ def load_split(
         if verify_images and (err := _image_error(image)):
             problems.append(f"{where}: image {record.image!r} does not open ({err})")
             continue
+        if need_reasoning and not record.reasoning:
+            if not allow_missing_reasoning:
+                problems.append(f"{where}: no 'reasoning' (SFT teaches the structured reasoning); build the corpus "
+                                "with data_prep/build_cot.py, or set allow_missing_reasoning: true to train "
+                                "answer-only on such records")
+                continue
+            no_reasoning += 1
         if need_confidence and record.confidence is None:
             problems.append(f"{where}: no 'confidence' target (needed with with_confidence: true); build the "
                             "stage-2 corpus with data_prep/build_confidence_targets.py")
@@ -110,6 +120,9 @@ def load_split(
                         "skip_bad_records: true to skip them")
     if problems:
         logger.warning("%s", _summarize(f"skipping bad records of {field_name} {path}", problems))
+    if no_reasoning:
+        logger.warning("%s %s: %d of %d records have no reasoning and train answer-only "
+                       "(allow_missing_reasoning: true)", field_name, path, no_reasoning, len(records))
     if not records:
         raise DataError(f"{field_name} {path}: no usable records" + (f" ({len(problems)} skipped)" if problems else ""))
     return LoadedSplit(path, root, records, images, problems)
@@ -261,7 +274,8 @@ def build_datasets(
     root = default_image_root(data_args)
     need_conf = completion and data_args.with_confidence
     common = {"image_root": root, "need_confidence": need_conf, "skip_bad": data_args.skip_bad_records,
-              "verify_images": data_args.verify_images}
+              "verify_images": data_args.verify_images, "need_reasoning": completion,
+              "allow_missing_reasoning": data_args.allow_missing_reasoning}
     splits = [("train_file", load_split(data_args.train_file, field_name="train_file",
                                         max_samples=data_args.max_train_samples, **common))]
     if data_args.eval_file:

@@ -7,12 +7,20 @@ Separate from :mod:`emocaliber.train.configs` because it names the errors of eve
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 from collections.abc import Iterator
 
+from emocaliber.atomic import OutputError, describe_os_error
+from emocaliber.locking import LockedError
 from emocaliber.modeling import ModelNotFoundError
 from emocaliber.train.configs import ConfigError
 from emocaliber.train.data import DataError
+from emocaliber.weights import CorruptWeightsError
+
+#: OS errors a user fixes (disk full, permissions): one line naming the file and the remedy. A checkpoint a full
+#: disk cut short is not marked complete, so a resume skips it.
+_USER_FIXABLE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 @contextlib.contextmanager
@@ -23,6 +31,12 @@ def user_errors_exit(prog: str | None = None) -> Iterator[None]:
     """
     try:
         yield
-    except (ConfigError, DataError, ModelNotFoundError, FileNotFoundError) as e:
+    except (ConfigError, DataError, ModelNotFoundError, FileNotFoundError, LockedError, OutputError,
+            CorruptWeightsError) as e:
         print(f"{prog or sys.argv[0]}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        if e.errno not in _USER_FIXABLE_ERRNOS:
+            raise
+        print(f"{prog or sys.argv[0]}: error: {describe_os_error(e)}", file=sys.stderr)
         sys.exit(2)

@@ -50,11 +50,12 @@ from emocaliber.train.checkpoint import (
     SelfContainedCheckpointCallback,
     distributed_info,
     finalize_checkpoint,
+    prepare_output_dir,
     training_info,
 )
 from emocaliber.train.configs import ConfigError, DataArgs, ModelArgs
 from emocaliber.train.data import build_datasets, default_image_root
-from emocaliber.train.sft import freeze_vision, resolve_resume, setup_logging
+from emocaliber.train.sft import freeze_vision, setup_logging
 from emocaliber.train.validation import (
     ValidationArgs,
     attach_validation,
@@ -502,7 +503,7 @@ def run_grpo(
 
         return preview_grpo(model_args, data_args, script_args, training_args)
     set_seed(training_args.seed)
-    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    resume = prepare_output_dir("stage3", model_args, data_args, training_args, script_args)
     trainer = build_trainer(model_args, data_args, script_args, training_args, callbacks=callbacks)
     logger.info("*** stage3: GRPO on %d prompts ***", len(trainer.train_dataset))
     result = trainer.train(resume_from_checkpoint=resume)

@@ -23,12 +23,15 @@ from typing import Any
 from trl import SFTConfig, SFTTrainer
 
 from emocaliber.modeling import check_model_source, load_model_and_processor, load_processor, lora_config
-from emocaliber.train.checkpoint import (
+from emocaliber.train.checkpoint import (  # noqa: F401 (re-exported: AUTO_RESUME, resolve_resume)
+    AUTO_RESUME,
     ModelCardMixin,
     ResumeMixin,
     SelfContainedCheckpointCallback,
     distributed_info,
     finalize_checkpoint,
+    prepare_output_dir,
+    resolve_resume,
     training_info,
 )
 from emocaliber.train.configs import ConfigError, DataArgs, ModelArgs
@@ -36,8 +39,6 @@ from emocaliber.train.data import LENGTH_COLUMN, build_datasets, default_image_r
 
 logger = logging.getLogger(__name__)
 
-#: Values of ``resume_from_checkpoint`` that mean "the last checkpoint in output_dir, if any".
-AUTO_RESUME = ("auto", "last", "true", "True")
 _LENGTH_SAMPLERS = ("group_by_length", "batch_rebalance")
 
 
@@ -122,28 +123,6 @@ def setup_logging(training_args: SFTConfig) -> None:
     logging.getLogger("emocaliber").setLevel(level)
     datasets.utils.logging.set_verbosity(level)
     transformers.utils.logging.set_verbosity(level)
-
-
-def resolve_resume(resume: str | bool | None, output_dir: str | os.PathLike) -> str | None:
-    """The checkpoint to resume from: ``auto`` -> last ``checkpoint-N`` in output_dir (None if there is none, i.e.
-    a fresh start), a path -> that path (which must exist), None -> no resume (warn if checkpoints exist)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    out = Path(output_dir)
-    last = get_last_checkpoint(str(out)) if out.is_dir() else None
-    if resume is None or resume is False or resume in ("", "none", "None", "false", "False"):
-        if last is not None:
-            logger.warning("output_dir %s already holds %s; training starts from scratch and will overwrite "
-                           "checkpoints (set resume_from_checkpoint: auto to continue it)", out, Path(last).name)
-        return None
-    if resume is True or resume in AUTO_RESUME:
-        if last is None:
-            logger.info("resume_from_checkpoint=auto: no checkpoint in %s, starting from scratch", out)
-        return last
-    if not Path(resume).is_dir():
-        raise ConfigError(f"resume_from_checkpoint: no checkpoint directory at {resume} (use 'auto' for the last "
-                          f"checkpoint in output_dir)")
-    return str(resume)
 
 
 def check_args(model_args: ModelArgs, data_args: DataArgs, training_args: SFTConfig) -> None:
@@ -269,7 +248,7 @@ def run_sft(
 
         return preview_sft(model_args, data_args, training_args)
     set_seed(training_args.seed)
-    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)
+    resume = prepare_output_dir(stage, model_args, data_args, training_args)
     trainer = build_trainer(model_args, data_args, training_args, stage=stage, callbacks=callbacks)
     logger.info("*** %s: training on %d records ***", stage, len(trainer.train_dataset))
     result = trainer.train(resume_from_checkpoint=resume)
