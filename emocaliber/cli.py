@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "prepare blends": "emocaliber.blends:main",
     "prepare pseudo-labels": "emocaliber.pseudo_labels:main",
     "prepare emonet": "emocaliber.emonet.corpus:main",
+    "prepare holdout": "emocaliber.train.validation:holdout_main",
     "train sft": "emocaliber.train.sft:main",
     "train grpo": "emocaliber.train.grpo:main",
     "merge-lora": "emocaliber.train.checkpoint:main",

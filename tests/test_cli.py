@@ -66,8 +66,9 @@ def test_every_command_is_a_main_function_that_takes_argv():
     import inspect
 
     assert set(COMMANDS) == {"prepare vecbench", "prepare released", "prepare webemo", "prepare synthemo",
-                             "prepare cot", "prepare targets", "train sft", "train grpo", "merge-lora", "eval",
-                             "predict", "demo"}
+                             "prepare cot", "prepare targets", "prepare blends", "prepare pseudo-labels",
+                             "prepare emonet", "prepare holdout", "train sft", "train grpo", "merge-lora", "eval",
+                             "eval-blends", "eval-emonet", "predict", "demo", "serve"}
     for name in COMMANDS:
         entry = cli.load(name)
         assert next(iter(inspect.signature(entry).parameters)) == "argv", name

@@ -111,9 +111,16 @@ def test_every_stage3_launch_uses_the_same_deepspeed_config():
 
 
 def test_import_examples_import_every_file_the_7b_configs_read():
-    wanted = {Path(yaml.safe_load((QWEN / f"{stage}.yaml").read_text())["train_file"]).name
-              for stage in ("stage1", "stage2", "stage3")}
-    assert wanted == {"stage1_86k.jsonl", "stage2_43k_w_conf.jsonl", "stage3_14k.jsonl"}
+    configs = {stage: yaml.safe_load((QWEN / f"{stage}.yaml").read_text()) for stage in ("stage1", "stage2", "stage3")}
+    read = {Path(c[key]).name for c in configs.values() for key in ("train_file", "val_file") if c.get(key)}
+    assert read == {"stage1_86k.jsonl", "stage2_43k_w_conf.jsonl", "stage3_train.jsonl", "stage3_val.jsonl"}
+    # stage 3's training and validation files are the 14k file split by image, with the command docs/grpo.md gives
+    (holdout,) = [cmd for name, cmd in _all_commands() if name == "docs/grpo.md" and "prepare holdout" in cmd]
+    tokens = shlex.split(holdout)
+    assert [Path(tokens[tokens.index(flag) + 1]) for flag in ("--records", "--train", "--val")] == [
+        Path("data/released/stage3_14k.jsonl"), Path(configs["stage3"]["train_file"]),
+        Path(configs["stage3"]["val_file"])]
+    wanted = {"stage1_86k.jsonl", "stage2_43k_w_conf.jsonl", "stage3_14k.jsonl"}
     examples = [(name, cmd) for name, cmd in _all_commands()
                 if "import_released.py import" in cmd or "prepare released import" in cmd]
     assert {name for name, _ in examples} >= {"docs/training.md", "emocaliber/formats.py", "README.md"}

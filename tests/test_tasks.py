@@ -125,11 +125,11 @@ def test_task_list_does_not_depend_on_what_was_imported():
             "T.get_task('SynthEmo-8'); import emocaliber.synthemo; "
             "print(len(before), 'SynthEmo-8' in before, before == [t.name for t in T.list_tasks()])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["12", "True", "True"]
+    assert out == ["13", "True", "True"]
 
 
 def test_synthemo_tasks_are_declared():
     assert T.get_task("synthemo-8").group == "Synth VER"
     assert T.get_task("SynthEmo-2").is_sentiment and T.get_task("SynthEmo-2").group == "Synth VSA"
     assert T.tasks_by_group()["Synth OOD"] == ["SynthEmo-OOD-8"]
-    assert T.GROUPS == ("ID VSA", "ID VER", "OOD VER", "Synth VSA", "Synth VER", "Synth OOD")
+    assert T.GROUPS == ("ID VSA", "ID VER", "OOD VER", "Synth VSA", "Synth VER", "Synth OOD", "EmoNet-Face")

@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 from trl import GRPOConfig, GRPOTrainer
@@ -55,6 +55,7 @@ from emocaliber.train.checkpoint import (
 )
 from emocaliber.train.configs import ConfigError, DataArgs, ModelArgs
 from emocaliber.train.data import build_datasets, default_image_root
+from emocaliber.train.preview import grpo_examples, load_preview_processor, print_examples
 from emocaliber.train.sft import freeze_vision, setup_logging
 from emocaliber.train.validation import (
     ValidationArgs,
@@ -485,6 +486,25 @@ def build_trainer(
     return trainer
 
 
+def preview_grpo(model_args: Any, data_args: Any, script_args: Any, training_args: Any,
+                 stream: TextIO | None = None) -> None:
+    """The GRPO recipe's ``print_examples``: the same config and data checks as a run, then the prompts."""
+    check_args(model_args, data_args, script_args, training_args)
+    funcs, weights = reward_wiring(script_args.reward_funcs, training_args.reward_weights,
+                                   split_components=script_args.split_reward_components)
+    names = [f"{w:g} x {f.__name__}" for f, w in zip(funcs, weights, strict=True)]
+    if script_args.blend_rank_weight > 0:
+        names.append(f"{script_args.blend_rank_weight:g} x blend ranking")
+    processor = load_preview_processor(model_args, training_args)
+    train_ds, _ = build_datasets(data_args, completion=False)
+    if script_args.blend_file:  # as build_trainer: blends follow the clean prompts
+        train_ds = mix_blends(train_ds, script_args.blend_file, script_args.blend_share, seed=training_args.seed,
+                              with_confidence=data_args.with_confidence, system_prompt=data_args.system_prompt,
+                              skip_bad=data_args.skip_bad_records)
+    print_examples(grpo_examples(train_ds, processor, training_args, data_args.print_examples, names),
+                   len(train_ds), stream)
+
+
 def run_grpo(
     model_args: ModelArgs,
     data_args: DataArgs,
@@ -499,8 +519,6 @@ def run_grpo(
 
     setup_logging(training_args)
     if data_args.print_examples:
-        from emocaliber.train.preview import preview_grpo
-
         return preview_grpo(model_args, data_args, script_args, training_args)
     set_seed(training_args.seed)
     resume = prepare_output_dir("stage3", model_args, data_args, training_args, script_args)

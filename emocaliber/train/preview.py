@@ -111,44 +111,9 @@ def print_examples(examples: list[str], total: int, stream: TextIO | None = None
     stream.flush()
 
 
-def _processor(model_args: Any, training_args: Any) -> Any:
+def load_preview_processor(model_args: Any, training_args: Any) -> Any:
     from emocaliber.modeling import check_model_source, load_processor
 
     source = check_model_source(model_args.model_name_or_path)
     return load_processor(source, min_pixels=model_args.min_pixels, max_pixels=model_args.max_pixels,
                           trust_remote_code=training_args.trust_remote_code)
-
-
-def preview_sft(model_args: Any, data_args: Any, training_args: Any, stream: TextIO | None = None) -> None:
-    """The SFT recipes' ``print_examples``: the same config and data checks as a run, then the examples."""
-    from emocaliber.train.data import build_datasets
-    from emocaliber.train.sft import check_args
-
-    check_args(model_args, data_args, training_args)
-    processor = _processor(model_args, training_args)
-    train_ds, _ = build_datasets(data_args, processor=processor, max_length=training_args.max_length)
-    print_examples(sft_examples(train_ds, processor, training_args, data_args.print_examples), len(train_ds), stream)
-
-
-def preview_grpo(model_args: Any, data_args: Any, script_args: Any, training_args: Any,
-                 stream: TextIO | None = None) -> None:
-    """The GRPO recipe's ``print_examples``: the same config and data checks as a run, then the prompts."""
-    from emocaliber.train.data import build_datasets
-    from emocaliber.train.grpo import check_args, reward_wiring
-
-    check_args(model_args, data_args, script_args, training_args)
-    funcs, weights = reward_wiring(script_args.reward_funcs, training_args.reward_weights,
-                                   split_components=script_args.split_reward_components)
-    names = [f"{w:g} x {f.__name__}" for f, w in zip(funcs, weights, strict=True)]
-    if script_args.blend_rank_weight > 0:
-        names.append(f"{script_args.blend_rank_weight:g} x blend ranking")
-    processor = _processor(model_args, training_args)
-    train_ds, _ = build_datasets(data_args, completion=False)
-    if script_args.blend_file:  # as build_trainer: blends follow the clean prompts
-        from emocaliber.train.blend_mix import mix_blends
-
-        train_ds = mix_blends(train_ds, script_args.blend_file, script_args.blend_share, seed=training_args.seed,
-                              with_confidence=data_args.with_confidence, system_prompt=data_args.system_prompt,
-                              skip_bad=data_args.skip_bad_records)
-    print_examples(grpo_examples(train_ds, processor, training_args, data_args.print_examples, names),
-                   len(train_ds), stream)

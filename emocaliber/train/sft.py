@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from trl import SFTConfig, SFTTrainer
 
@@ -36,6 +36,7 @@ from emocaliber.train.checkpoint import (  # noqa: F401 (re-exported: AUTO_RESUM
 )
 from emocaliber.train.configs import ConfigError, DataArgs, ModelArgs
 from emocaliber.train.data import LENGTH_COLUMN, build_datasets, default_image_root
+from emocaliber.train.preview import load_preview_processor, print_examples, sft_examples
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +230,14 @@ def build_trainer(
     return trainer
 
 
+def preview_sft(model_args: Any, data_args: Any, training_args: Any, stream: TextIO | None = None) -> None:
+    """The SFT recipes' ``print_examples``: the same config and data checks as a run, then the examples."""
+    check_args(model_args, data_args, training_args)
+    processor = load_preview_processor(model_args, training_args)
+    train_ds, _ = build_datasets(data_args, processor=processor, max_length=training_args.max_length)
+    print_examples(sft_examples(train_ds, processor, training_args, data_args.print_examples), len(train_ds), stream)
+
+
 def run_sft(
     model_args: ModelArgs,
     data_args: DataArgs,
@@ -244,8 +253,6 @@ def run_sft(
 
     setup_logging(training_args)
     if data_args.print_examples:
-        from emocaliber.train.preview import preview_sft
-
         return preview_sft(model_args, data_args, training_args)
     set_seed(training_args.seed)
     resume = prepare_output_dir(stage, model_args, data_args, training_args)

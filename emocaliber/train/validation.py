@@ -548,3 +548,37 @@ def install_selected(trainer: Any, out_dir: str | Path, start_model: str | Path)
         source = str(ckpt)
     logger.info("checkpoint selection: %s; weights from %s", selection.reason, source)
     return record | selection.to_dict() | {"weights_from": source}
+
+
+def holdout_main(argv: Sequence[str] | None = None) -> int:
+    """``emocaliber prepare holdout``: split a records file by image into a training and a validation file."""
+    import argparse
+
+    from emocaliber.records import RecordError, read_records, write_records
+
+    parser = argparse.ArgumentParser(
+        prog="emocaliber prepare holdout",
+        description="Split a records file by image (records sharing an image stay on one side) into the training "
+                    "and validation files of a stage-3 run with validation and checkpoint selection.",
+        epilog="example: emocaliber prepare holdout --records data/released/stage3_14k.jsonl --n-val 512 "
+               "--train data/released/stage3_train.jsonl --val data/released/stage3_val.jsonl")
+    parser.add_argument("--records", required=True, help="records file to split (JSONL)")
+    parser.add_argument("--n-val", type=int, required=True, help="at least this many records go to --val")
+    parser.add_argument("--train", required=True, help="output: the records left for training")
+    parser.add_argument("--val", required=True, help="output: the validation records")
+    parser.add_argument("--seed", type=int, default=0, help="which images are held out (default 0)")
+    args = parser.parse_args(argv)
+    if args.n_val < 1:
+        parser.error(f"--n-val must be >= 1, got {args.n_val}")
+    try:
+        records = read_records(args.records)
+    except (OSError, RecordError) as e:
+        parser.exit(1, f"{parser.prog}: error: {e}\n")
+    train, val = holdout_by_image(records, args.n_val, args.seed)
+    if not train:
+        parser.exit(1, f"{parser.prog}: error: --n-val {args.n_val} leaves no training records of {len(records)}\n")
+    write_records(args.train, train)
+    write_records(args.val, val)
+    print(f"{len(val)} validation records ({len({r.image for r in val})} images) -> {args.val}; {len(train)} "
+          f"training records -> {args.train}")
+    return 0
