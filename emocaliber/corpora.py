@@ -545,10 +545,9 @@ def build_confidence_targets(
         from emocaliber.local_accuracy import local_accuracy
 
         # The target is the chance that the answer the record states is right: with the model's own responses
-        # that is its greedy answer. The samples' majority (temperature 1) stood in for it until the stage pools
-        # were split by image; with disjoint pools it is right far less often than the greedy answer on images
-        # the stage-1 model has not seen (docs/demo.md, session 16). With the teacher's text, the majority stands
-        # in for the answer the model would give.
+        # that is its greedy answer, not the samples' majority (temperature 1), which on images the stage-1 model
+        # has not seen is right far less often than the greedy answer. With the teacher's text, the majority
+        # stands in for the answer the model would give.
         right = ([r.states_ground_truth for r, _, _ in kept] if own_responder is not None
                  else [c.majority == r.ground_truth for r, c, _ in kept])
         raw = local_accuracy(right,

@@ -16,8 +16,8 @@ one finite float per completion; it never raises on model output. ``completions`
   ``__name__``, shows them separately when they are passed with ``GRPOConfig.reward_weights``.
 
 The default is the bounded log rule (``calibrated_log``). The static analysis in ``docs/rewards.md``
-(``bench/reward_analysis.py``) first favoured ``spherical``, but GRPO on SynthEmo (``bench/grpo_reward_curve.py``)
-found its weak point: at weight 1 a spherical (or Brier) score makes an answer stated at c = 0 earn exactly 1
+(``bench/reward_analysis.py``) favours ``spherical``, but GRPO on SynthEmo (``bench/grpo_reward_curve.py``)
+shows its weak point: at weight 1 a spherical (or Brier) score makes an answer stated at c = 0 earn exactly 1
 whether right or wrong, so correctness stops paying and the policy collapsed to "0.00" for every image. The
 log rule at weight 0.25 keeps correctness worth at least 0.75 at every confidence.
 """
@@ -427,7 +427,7 @@ def load_confidence_table(path: str) -> dict[str, float]:
     return {i: float(np.mean(v)) for i, v in values.items()}
 
 
-#: RLCR-style: correctness + (1 - (c - i)^2) for a valid answer, -1 for a broken format (the lead's trial).
+#: RLCR-style: correctness + (1 - (c - i)^2) for a valid answer, -1 for a broken format.
 brier_reward = WeightedReward("brier", 1.0, 1.0, 1.0, name="brier_reward")
 #: Correctness + spherical score, -1 for a broken format; valid answers score in [0, 2]. Most calibration
 #: pressure at mid-range confidences, but indifferent to correctness at c = 0 (see the module docstring).
