@@ -17,7 +17,6 @@ Why it is shaped this way:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from emocaliber.argtypes import whole_number
+from emocaliber.fingerprint import file_sha256
 from emocaliber.locking import LOCK_FILE, LockedError, locked
 from emocaliber.records import Record, RecordError, iter_jsonl
 from emocaliber.tasks import canonical_task_name, list_tasks
@@ -251,14 +251,6 @@ def _check_image_root(records: Sequence[Record], root: Path, probe: int = 20) ->
                         "pass --image-root, the directory the data file's image paths are relative to")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _versions() -> dict[str, str | None]:
     """Versions of what decides the numbers; read from package metadata so nothing heavy is imported."""
     out: dict[str, str | None] = {"python": platform.python_version(), "platform": platform.platform()}
@@ -372,7 +364,7 @@ def _run_locked(config: EvalConfig, items: EvalData, out: Path, backend: Any) ->
 
     predictions, config_path = out / PREDICTIONS_FILE, out / RUN_CONFIG_FILE
     identity = {**{k: v for k, v in asdict(config).items() if k in IDENTITY_FIELDS},
-                "data_sha256": _sha256(Path(config.data)), "image_root": str(items.image_root.resolve()),
+                "data_sha256": file_sha256(Path(config.data)), "image_root": str(items.image_root.resolve()),
                 "backend": backend.name if backend is not None else config.backend,
                 "weights": model_fingerprint(config.model)}
     done = 0 if config.overwrite else _complete_lines(predictions)

@@ -15,7 +15,6 @@ run with the same settings reuses what is there and a killed run continues where
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -31,6 +30,7 @@ from emocaliber.emonet.data import BadRows, EmoNetDataError, HQData, load_hq
 from emocaliber.emonet.metrics import HumanReference, nanmean, quantile_intensity
 from emocaliber.emonet.readouts import READOUTS
 from emocaliber.emonet.taxonomy import INDEX, NAMES, canonical
+from emocaliber.fingerprint import file_sha256
 
 RUN_CONFIG = "run_config.json"
 IDENTITY = ("model", "hq_sha256", "image_root", "image_ext", "images", "emotions", "max_new_tokens", "top_k",
@@ -103,14 +103,6 @@ class EmoNetEvalConfig:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def select(hq: HQData, emotions: Sequence[str], max_images: int | None) -> tuple[list[int], list[int]]:
     """Images with at least one human rating (file order, the first ``max_images``) and emotion columns."""
@@ -271,7 +263,7 @@ def run(config: EmoNetEvalConfig, *, backend: Any = None) -> dict:
         raise EmoNetEvalError(f"--image-root {root} is not a directory")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    identity = {"model": str(config.model), "hq_sha256": _sha256(hq_path), "image_root": str(root.resolve()),
+    identity = {"model": str(config.model), "hq_sha256": file_sha256(hq_path), "image_root": str(root.resolve()),
                 "image_ext": config.image_ext, "images": len(images), "emotions": list(config.emotions),
                 "max_new_tokens": config.max_new_tokens, "top_k": config.top_k, "seed": config.seed,
                 "chunk_size": config.chunk_size, "system_prompt": config.system_prompt}

@@ -18,7 +18,6 @@ Stage-agnostic: the SFT recipes and the GRPO stage share :func:`training_info`, 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+
+from emocaliber.fingerprint import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +62,6 @@ def _jsonable(obj: Any) -> Any:
     if is_dataclass(obj) and not isinstance(obj, type):
         obj = obj.to_dict() if hasattr(obj, "to_dict") else asdict(obj)
     return json.loads(json.dumps(obj, default=str, sort_keys=True))
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_training_info(model_dir: str | os.PathLike) -> dict[str, Any] | None:
