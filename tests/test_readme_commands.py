@@ -28,6 +28,7 @@ import os
 import runpy
 import shlex
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,6 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("## Data", "## Training", "## Evaluation and inference")
-SYNTHEMO_SMALL = ("--n-train", "40", "--n-test", "10")  # 1,000 + 200 images take seconds; targets would not
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ PLAN: dict[str, Step] = {
     "--cot VECBench/VEC-CoT/stage1_86k.jsonl --cot VECBench/VEC-CoT/stage2_43k_w_conf.jsonl "
     "--cot VECBench/VEC-CoT/stage3_14k.jsonl --out data/released": Step("run"),
     "emocaliber prepare synthemo --out data/synthemo --n-train 1000 --n-test 200 --seed 0":
-        Step("run", SYNTHEMO_SMALL, "fewer images, so that stage-2 targets sample a small pool"),
+        Step("run"),
     "emocaliber prepare cot --records data/synthemo/train.jsonl --image-root data/synthemo "
     "--out data/synthemo/cot --teacher synthemo --samples 1": Step("run"),
     # ---- Training
@@ -79,16 +79,15 @@ PLAN: dict[str, Step] = {
     "python -c from emocaliber.modeling import build_tiny_model; build_tiny_model('runs/tiny/base')":
         Step("run"),
     "emocaliber train sft --config recipes/tiny/stage1.yaml":
-        Step("run", ("--max_steps", "1", "--save_steps", "1"), "one optimizer step instead of two epochs"),
+        Step("run", ("--max_steps", "1"), "one optimizer step instead of two epochs"),
     "emocaliber prepare targets --model runs/tiny/stage1 --data data/synthemo/cot/stage2_pool.jsonl "
     "--image-root data/synthemo --samples 8 --out data/synthemo/cot/stage2.jsonl":
-        Step("run", ("--samples", "2", "--max-new-tokens", "8"), "2 short samples per image, not 8 of 1,024 tokens"),
+        Step("run", ("--max-new-tokens", "8"), "short samples from the one-step model, not up to 1,024 tokens"),
     # ---- Evaluation and inference
     "emocaliber eval --model ckpt/ --data data/vecbench/test.jsonl --image-root data/vecbench/images "
-    "--out runs/eval/ckpt": Step("run", ("--max-new-tokens", "8", "--n-bootstrap", "20"),
-                                  "short answers from the tiny model, fewer bootstrap draws"),
+    "--out runs/eval/ckpt": Step("run", ("--max-new-tokens", "8"), "short answers from the untrained tiny model"),
     "python eval/run_vecbench.py --model ckpt/ --data data/vecbench/test.jsonl --image-root data/vecbench/images":
-        Step("run", ("--max-new-tokens", "8", "--n-bootstrap", "20"), "as above"),
+        Step("run", ("--max-new-tokens", "8"), "as above; resumes the predictions above (same --out by default)"),
     "emocaliber predict photo.jpg --model wudq/EmoCaliber --task EmoSet-8 --json":
         Step("run", ("--max-new-tokens", "8"), "wudq/EmoCaliber is a local directory holding the tiny model",
              unlabelled_ok=True),
@@ -217,16 +216,21 @@ def test_readme_commands_run_in_order(tmp_path, monkeypatch, capsys, tiny_model_
     _miniature_checkout(tmp_path, Path(tiny_model_dir))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    log = []
     for section, argv in commands:
         step = PLAN[key(argv)]
         full = [*argv, *step.extra]
+        start = time.perf_counter()
         if step.mode == "parse":
             calls = _parse_only(full)
+            capsys.readouterr()
+            log.append(f"{time.perf_counter() - start:6.1f} s  parse   {shlex.join(full)}")
             assert len(calls) == 1, (section, full, calls)
             continue
         assert step.mode == "run", step
         code = _run(full)
         out, err = capsys.readouterr()
+        log.append(f"{time.perf_counter() - start:6.1f} s  exit {code}  {shlex.join(full)}")
         if step.unlabelled_ok and code == 1:
             assert "names none of the candidates" in err, err
         else:
@@ -236,6 +240,7 @@ def test_readme_commands_run_in_order(tmp_path, monkeypatch, capsys, tiny_model_
         if argv[1] == "predict":
             (line,) = out.strip().splitlines()
             assert json.loads(line)["image"] == "photo.jpg"
+    print("\n".join(log))  # seconds and exit status per command (pytest -rP shows it)
     # What the later commands read was written by the earlier ones, where the README says.
     for path in ("data/vecbench/test.jsonl", "data/vecbench/summary.md", "data/released/test.jsonl",
                  "data/released/stage2_43k_w_conf.jsonl", "data/synthemo/cot/stage1.jsonl",
