@@ -179,15 +179,36 @@ def check_model_source(name_or_path: str | os.PathLike) -> str:
     looks_local = name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1) or path.exists()
     if looks_local or not _HUB_ID.match(name):
         raise ModelNotFoundError(f"no model directory at {path}; pass a saved checkpoint directory or a hub id")
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
 
-        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
-            raise ModelNotFoundError(
-                f"model {name!r} is not a local directory and HF_HUB_OFFLINE=1 forbids downloading it; "
-                f"download it once with network access (huggingface-cli download {name}) or pass a local path"
-            )
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return name
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise ModelNotFoundError(
+            f"model {name!r} is not a local directory and HF_HUB_OFFLINE=1 forbids downloading it; "
+            f"download it once with network access (huggingface-cli download {name}) or pass a local path"
+        )
+    _check_hub(name)
     return name
+
+
+#: Seconds to wait for the hub before a download is attempted: without this check, an unreachable hub costs
+#: minutes of retries inside ``from_pretrained`` before it fails.
+HUB_TIMEOUT = 10.0
+
+
+def _check_hub(name: str) -> None:
+    """One quick request to the hub for a model that is not cached; its failure is one sentence, not minutes."""
+    from huggingface_hub import HfApi, constants
+
+    try:
+        HfApi(endpoint=os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).model_info(name, timeout=HUB_TIMEOUT)
+    except Exception as e:  # noqa: BLE001 -- unreachable, unknown or gated: each is the user's to fix
+        raise ModelNotFoundError(
+            f"model {name!r} is not a local directory, not in the Hugging Face cache, and the hub did not give it "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else 'no answer'}); check the network "
+            "and the id (a gated model needs `huggingface-cli login`), or pass a local checkpoint directory"
+        ) from None
 
 
 def load_processor(name_or_path: str | os.PathLike, *, min_pixels: int | None = None, max_pixels: int | None = None,

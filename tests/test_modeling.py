@@ -137,3 +137,23 @@ def test_hub_id_while_offline_is_one_clear_error(monkeypatch, tmp_path):
     with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE=1") as err:
         load_model_and_processor("wudq/EmoCaliber")
     assert "wudq/EmoCaliber" in str(err.value)
+
+
+def test_an_unreachable_hub_fails_in_one_sentence_within_seconds(tmp_path):
+    """Without HF_HUB_OFFLINE, a hub id that is not cached is checked with one quick request: an unreachable hub
+    (here a closed loopback port) is a one-line error in seconds, not minutes of retries in from_pretrained."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env |= {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
+    code = ("from emocaliber.modeling import check_model_source, ModelNotFoundError\n"
+            "try:\n    check_model_source('someone/not-cached')\nexcept ModelNotFoundError as e:\n    print(e)")
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          check=True)
+    assert time.monotonic() - start < 60
+    assert "'someone/not-cached' is not a local directory, not in the Hugging Face cache" in done.stdout, done.stderr
+    assert done.stdout.count("\n") == 1
