@@ -115,7 +115,8 @@ def test_import_examples_import_every_file_the_7b_configs_read():
     read = {Path(c[key]).name for c in configs.values() for key in ("train_file", "val_file") if c.get(key)}
     assert read == {"stage1_86k.jsonl", "stage2_43k_w_conf.jsonl", "stage3_train.jsonl", "stage3_val.jsonl"}
     # stage 3's training and validation files are the 14k file split by image, with the command docs/grpo.md gives
-    (holdout,) = [cmd for name, cmd in _all_commands() if name == "docs/grpo.md" and "prepare holdout" in cmd]
+    (holdout,) = [cmd for name, cmd in _all_commands() if name == "docs/grpo.md"
+                  and cmd.startswith("emocaliber prepare holdout --records")]
     tokens = shlex.split(holdout)
     assert [Path(tokens[tokens.index(flag) + 1]) for flag in ("--records", "--train", "--val")] == [
         Path("data/released/stage3_14k.jsonl"), Path(configs["stage3"]["train_file"]),
