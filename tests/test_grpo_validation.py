@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from emocaliber import synthemo
+from emocaliber import synthemo, tasks
 from emocaliber.parsing import parse_response
 from emocaliber.records import REASONING_PARTS, Record, read_records, write_records
 from emocaliber.rewards import REWARDS, completion_text
@@ -259,16 +259,16 @@ def test_validation_log_has_every_metric_per_group(harmful_run):
     out = harmful_run["out"]
     history = [json.loads(line) for line in (out / VAL_LOG).read_text().splitlines()]
     for entry in history:
-        assert set(entry["groups"]) == {synthemo.SYNTH_VSA, synthemo.SYNTH_VER}
+        assert set(entry["groups"]) == {tasks.SYNTH_VSA, tasks.SYNTH_VER}
         for metrics in [*entry["groups"].values(), entry["overall"]]:
             assert set(metrics) == set(GROUP_METRICS)
             assert metrics["parse_rate"] is not None and 0 <= metrics["parse_rate"] <= 1
-        assert entry["groups"][synthemo.SYNTH_VSA]["n"] + entry["groups"][synthemo.SYNTH_VER]["n"] == entry["n"] == 16
+        assert entry["groups"][tasks.SYNTH_VSA]["n"] + entry["groups"][tasks.SYNTH_VER]["n"] == entry["n"] == 16
         assert math.isfinite(entry["seconds"])
     # the same figures reached the trainer's log (and so any report_to tracker)
     logged = [h for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "val/score" in h]
     assert [h["step"] for h in logged] == [0, 2, 4, 6]
-    assert logged[0]["val/synth_ver/brier"] == pytest.approx(history[0]["groups"][synthemo.SYNTH_VER]["brier"])
+    assert logged[0]["val/synth_ver/brier"] == pytest.approx(history[0]["groups"][tasks.SYNTH_VER]["brier"])
     assert all(f"val/synth_vsa/{m}" in logged[1] for m in ("accuracy", "parse_rate", "ece", "brier", "nll"))
     # the training logs of those steps were not split by the validation log
     train_logs = [h for h in json.loads((out / "trainer_state.json").read_text())["log_history"] if "reward" in h]

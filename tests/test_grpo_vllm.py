@@ -7,6 +7,7 @@ processor on them and makes up only the completions.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_process_group():
+    """TRL's colocate mode writes RANK, WORLD_SIZE and MASTER_* into os.environ and starts a one-process group
+    on MASTER_PORT. Left behind, every later test's training subprocess inherits them and fails to bind that port
+    (EADDRINUSE), so each test here gives both back."""
+    names = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    saved = {name: os.environ.get(name) for name in names}
+    yield
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +118,9 @@ def test_use_vllm_refuses_pixel_bounds_the_checkpoint_did_not_save(tiny_model_di
     # without vLLM the training processor is the only one, so any bounds are fine
     without = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none")
     check_vllm_pixel_bounds(str(tiny_model_dir), ModelArgs(str(tiny_model_dir), max_pixels=6272), without)
+
+
+def test_no_process_group_or_launch_variables_outlive_a_test():
+    """Runs after the colocate test (file order): what that test started is gone."""
+    assert not torch.distributed.is_initialized()
+    assert not {"RANK", "WORLD_SIZE", "MASTER_PORT"} & set(os.environ)
