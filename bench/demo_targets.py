@@ -10,11 +10,12 @@ target. ``--stage3 EVAL_DIR`` (repeatable) checks another evaluation in place of
 trained another way from the same stage 2 and evaluated as the demo evaluates it); ``--stage2 EVAL_DIR`` likewise
 replaces stage 2. The last line counts the stage-3 misses (five checks per group).
 
-Each run also gets a paired comparison of stage 3 with stage 2 on the same test images: the AUROC difference and
-the ECE ratio, each with a 95% percentile interval over ``--paired`` resamples of the images (0 = none). Each
-evaluation's own interval is wider than that of a difference on the same images; an interval that holds the
-target's boundary (a difference of 0, a ratio of 0.7) marks a miss or a hit the test set cannot tell apart. A
-30% cut that asks for an ECE below the oracle's own on the same images is marked as such.
+Each run also gets a paired comparison of stage 3 with stage 2 on the same test images (``emocaliber.paired``, as
+the demo's report): the ECE ratio, the Brier and the AUROC difference, each with a 95% percentile interval over
+``--paired`` resamples of the images (0 = none) and its verdict. Each evaluation's own interval is wider than that
+of a difference on the same images; an interval that holds the target's boundary (a difference of 0, a ratio of
+0.7) marks a miss or a hit the test set cannot tell apart. A 30% cut that asks for an ECE below the oracle's own
+on the same images is marked as such.
 
 Example: python bench/demo_targets.py runs/demo
          python bench/demo_targets.py runs/s0 runs/s1 runs/s2 runs/s3
@@ -23,16 +24,10 @@ Example: python bench/demo_targets.py runs/demo
 from __future__ import annotations
 
 import argparse
-import warnings
 from pathlib import Path
 
-import numpy as np
-
+from emocaliber import paired
 from emocaliber.demo_report import PARSE_MODE, eval_rows, stage_rows
-from emocaliber.metrics import auroc, ece
-from emocaliber.parsing import parse_response
-from emocaliber.records import iter_jsonl
-from emocaliber.tasks import get_task
 
 GROUPS = ("Synth VSA", "Synth VER")  # in distribution; Synth OOD has no target
 ECE_CUT = 0.7  # stage 3's ECE must be at most this fraction of stage 2's (30% lower)
@@ -82,51 +77,6 @@ def checks(table: dict, stage3: dict) -> list[tuple[str, str, bool, str]]:
     return out
 
 
-def _scored(ev: Path) -> dict[tuple[str, int], tuple[str, float, float]]:
-    """(record id, sample) -> (group, confidence, correct) for every response of ``ev`` that states a confidence,
-    read with the parser and correctness rule of the evaluation (the demo asks once per image; several samples of
-    an image would be resampled one by one)."""
-    out = {}
-    for _, row in iter_jsonl(ev / "predictions.jsonl"):
-        record = row["record"]
-        if row.get("response") is None:
-            continue
-        parsed = parse_response(row["response"], record["candidates"], mode=PARSE_MODE)
-        if parsed.confidence is not None:
-            out[(record["id"], row.get("sample", 0))] = (
-                get_task(record["task"]).group, parsed.confidence, float(parsed.label == record["ground_truth"]))
-    return out
-
-
-def _differences(c2, y2, c3, y3, idx: np.ndarray) -> tuple[float, float]:
-    """Stage 3's AUROC minus stage 2's and stage 3's ECE over stage 2's, both on the images ``idx``."""
-    e2 = ece(c2[idx], y2[idx])
-    return auroc(c3[idx], y3[idx]) - auroc(c2[idx], y2[idx]), ece(c3[idx], y3[idx]) / e2 if e2 else np.nan
-
-
-def paired(stage2: Path, stage3: Path, n_resamples: int, seed: int = 0) -> dict[str, dict[str, tuple]]:
-    """Per in-distribution group: ``n`` images both stages answered with a confidence, and (point, low, high) of
-    stage 3's AUROC minus stage 2's and of stage 3's ECE over stage 2's, resampling the same images for both."""
-    a, b = _scored(stage2), _scored(stage3)
-    rng = np.random.default_rng(seed)
-    out: dict[str, dict[str, tuple]] = {}
-    for g in GROUPS:
-        keys = sorted(k for k in a.keys() & b.keys() if a[k][0] == g)
-        if not keys:
-            out[g] = {"n": 0, "auroc_diff": (np.nan,) * 3, "ece_ratio": (np.nan,) * 3}
-            continue
-        c2, y2 = (np.array([a[k][i] for k in keys], dtype=float) for i in (1, 2))
-        c3, y3 = (np.array([b[k][i] for k in keys], dtype=float) for i in (1, 2))
-        point = _differences(c2, y2, c3, y3, np.arange(len(keys)))
-        boot = np.array([_differences(c2, y2, c3, y3, rng.integers(0, len(keys), len(keys)))
-                         for _ in range(n_resamples)]).reshape(-1, 2)
-        with warnings.catch_warnings():  # a statistic undefined in every resample has no interval (NaN)
-            warnings.simplefilter("ignore", RuntimeWarning)
-            lo, hi = np.nanpercentile(boot, [2.5, 97.5], axis=0) if len(boot) else np.full((2, 2), np.nan)
-        out[g] = {"n": len(keys), "auroc_diff": (point[0], lo[0], hi[0]), "ece_ratio": (point[1], lo[1], hi[1])}
-    return out
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, help="demo run directories")
@@ -162,10 +112,12 @@ def main() -> None:
         if args.paired > 0:
             stage3_dir = args.stage3[i] if args.stage3 else run / "eval" / "stage3"
             stage2_dir = args.stage2[i] if args.stage2 else run / "eval" / "stage2"
-            for g, d in paired(stage2_dir, stage3_dir, args.paired).items():
-                (da, la, ha), (r, lr, hr) = (np.array(d[k], dtype=float) for k in ("auroc_diff", "ece_ratio"))
-                print(f"  paired on {d['n']} {g} images (95% of {args.paired} resamples): stage 3 - stage 2 AUROC "
-                      f"{100 * da:+.2f} [{100 * la:+.2f}, {100 * ha:+.2f}], ECE x{r:.2f} [{lr:.2f}, {hr:.2f}]")
+            comparison = paired.compare_predictions(stage2_dir / "predictions.jsonl", stage3_dir / "predictions.jsonl",
+                                                    args.paired, groups=GROUPS, parse_mode=PARSE_MODE)
+            for g, d in comparison.items():
+                print(f"  paired on {d['n']} {g} images (95% of {args.paired} resamples), stage 3 against stage 2: "
+                      + "; ".join(f"{name} {paired.describe(name, d[name])} ({d[name]['verdict']})"
+                                  for name in paired.STATISTICS))
         total += misses
     print(f"stage-3 misses over {len(args.runs)} runs: {total}")
 

@@ -1,8 +1,9 @@
 """The project's main job on its embedded default: the three-stage EmoCaliber pipeline on SynthEmo, on a CPU.
 
-make_synthemo -> build_cot (rule-based teacher) -> tiny Qwen2.5-VL -> stage-1 SFT -> confidence targets ->
-stage-2 SFT -> stage-3 GRPO -> evaluation of every stage -> one report next to the oracle that knows each
-image's best possible confidence.
+make_synthemo -> build_cot (rule-based teacher) -> validation prompts held out of the stage-3 pool -> tiny
+Qwen2.5-VL -> stage-1 SFT -> confidence targets -> stage-2 SFT -> stage-3 GRPO, validated as it trains, handing
+on its best-validating checkpoint -> evaluation of every stage -> one report next to the oracle that knows each
+image's best possible confidence, with stage 3 against stage 2 as paired differences on the same test images.
 
 Every step calls the entry point a GPU user runs (``emocaliber prepare ...``, ``train sft|grpo``, ``eval``: the
 same ``main(argv)`` functions as the scripts under ``data_prep/``, ``recipes/`` and ``eval/``), in this process,
@@ -45,9 +46,9 @@ class DemoError(RuntimeError):
 
 #: The reduced run of the test suite (``--quick``). 450 images per task leave 180 stage-2 records (with 120 the
 #: quick stage 2 stated no confidence); with 4 stage-2 epochs no stage-3 rollout parsed, so GRPO had nothing to
-#: learn from.
+#: learn from. 32 validation prompts keep stage 3's validation (at step 0 and the last step) to about a second.
 QUICK: dict[str, Any] = {"n_train": 450, "n_test": 40, "samples": 4, "stage1_epochs": 4.0, "stage2_epochs": 8.0,
-                         "stage3_steps": 6, "n_bootstrap": 20}
+                         "stage3_steps": 6, "n_val": 32, "n_bootstrap": 20, "n_paired": 50}
 
 
 @dataclass
@@ -62,7 +63,9 @@ class DemoSettings:
     stage1_epochs: float | None = None  # stage1.yaml num_train_epochs
     stage2_epochs: float | None = None  # stage2.yaml num_train_epochs
     stage3_steps: int | None = None     # stage3.yaml max_steps
+    n_val: int | None = None            # stage-3 validation prompts held out of its pool (holdout n-val)
     n_bootstrap: int | None = None      # bootstrap resamples of each evaluation (eval n-bootstrap)
+    n_paired: int | None = None         # resamples of the paired stage-3 vs stage-2 intervals (report paired-resamples)
     #: torch's intra-op threads in every step but the evaluations. The table depends on them (a float sum is
     #: split another way), so the demo fixes them rather than taking torch's one per core: the same seed then
     #: gives the same table on any machine with the same CPU type, however many cores it has.
@@ -222,7 +225,7 @@ class Pipeline:
     def plan(self) -> list[tuple[str, list[str], Callable[[], None]]]:
         """(step name, command line, run) in order; a command line is ``[command, *args]`` of ``emocaliber``."""
         s, o = self.s, self.out
-        data, cot = self.output("synthemo"), self.output("cot")
+        data, cot, holdout = self.output("synthemo"), self.output("cot"), self.output("holdout")
         prepare = load_recipe("prepare.yaml")
         seed = ["--seed", str(s.seed)]
 
@@ -244,6 +247,11 @@ class Pipeline:
         steps.append(("cot", *command("prepare cot", [
             "--records", str(data / "train.jsonl"), "--image-root", str(data), "--out", str(cot), *seed,
             *options(prepare["cot"])])))
+        holdout_key, holdout_run = command("prepare holdout", [
+            "--records", str(cot / "stage3.jsonl"), "--train", str(holdout / "stage3_train.jsonl"),
+            "--val", str(holdout / "stage3_val.jsonl"), *seed,
+            *options({**prepare["holdout"], **sizes(**{"n-val": s.n_val})})])
+        steps.append(("holdout", holdout_key, lambda: (holdout.mkdir(parents=True, exist_ok=True), holdout_run())))
         steps.append(("base", ["build_tiny_model", str(o / "base"), str(s.seed)],
                       lambda: _build_base(o / "base", s.seed)))
         steps.append(("stage1", *command("train sft", stage(
@@ -254,8 +262,9 @@ class Pipeline:
             *options({**prepare["targets"], **sizes(samples=s.samples)})])))
         steps.append(("stage2", *command("train sft", stage(
             2, o / "stage1", o / "targets" / "stage2.jsonl", num_train_epochs=s.stage2_epochs))))
-        steps.append(("stage3", *command("train grpo", stage(
-            3, o / "stage2", cot / "stage3.jsonl", max_steps=s.stage3_steps))))
+        steps.append(("stage3", *command("train grpo", [*stage(
+            3, o / "stage2", holdout / "stage3_train.jsonl", max_steps=s.stage3_steps),
+            "--val_file", str(holdout / "stage3_val.jsonl")])))
         for name in STAGES:
             steps.append((f"eval-{name}", *command("eval", [
                 "--model", str(o / name), "--data", str(data / "test.jsonl"), "--image-root", str(data),
@@ -285,7 +294,9 @@ class Pipeline:
         from emocaliber.demo_report import write_demo_report
 
         try:
-            return write_demo_report(self.out, settings=asdict(self.s), elapsed=self.elapsed())
+            n_paired = self.s.n_paired or load_recipe("prepare.yaml")["report"]["paired-resamples"]
+            return write_demo_report(self.out, settings=asdict(self.s), elapsed=self.elapsed(), n_paired=n_paired,
+                                     seed=self.s.seed)
         except (OSError, ValueError) as e:  # an evaluation's output was changed or removed after it finished
             raise DemoError(f"report: {e}; to redo that evaluation delete its marker "
                             f"({self.markers}/eval-<stage>.json) and rerun, or rerun with --force") from None
@@ -344,7 +355,10 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     sizes.add_argument("--stage1-epochs", type=float, help="stage-1 SFT epochs")
     sizes.add_argument("--stage2-epochs", type=float, help="stage-2 SFT epochs")
     sizes.add_argument("--stage3-steps", type=whole_number(1), help="GRPO steps")
+    sizes.add_argument("--n-val", type=whole_number(1), help="stage-3 validation prompts held out of its pool")
     sizes.add_argument("--n-bootstrap", type=whole_number(0), help="bootstrap resamples of each evaluation")
+    sizes.add_argument("--n-paired", type=whole_number(1),
+                       help="resamples of the paired stage-3 against stage-2 intervals in the report")
     p.add_argument("--threads", type=whole_number(1), default=None,
                    help="torch threads of every step but the evaluations; the table depends on them (default: "
                         "OMP_NUM_THREADS if set, else 2)")

@@ -2,7 +2,10 @@
 
 It reads what ``eval/run_vecbench.py`` wrote for each stage (metrics.json, predictions.jsonl) and lays the numbers
 out the way the paper's stage table does, next to the oracle that answers each image's most likely label with its
-true probability of being right: the best calibration and failure prediction any model could reach.
+true probability of being right: the best calibration and failure prediction any model could reach. Then stage 3's
+checkpoint selection (which validated step it hands on, and every candidate's validation scores, from its
+``emocaliber_training.json``) and stage 3 against stage 2 on the same test images as paired differences with 95%
+bootstrap intervals (:mod:`emocaliber.paired`), in words that say only what the intervals say.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from emocaliber import paired
 from emocaliber.parsing import parse_response
 from emocaliber.records import REASONING_PARTS, iter_jsonl
 from emocaliber.report import load_rows, parse_rows, plot_reliability
@@ -105,11 +109,51 @@ def markdown_table(table: dict[str, dict[str, dict[str, float | None]]]) -> str:
     return "\n".join(lines)
 
 
-def write_demo_report(run_dir: str | Path, *, settings: dict[str, Any], elapsed: str) -> dict[str, Any]:
-    """Write stages.json, report.md and the reliability diagrams under ``run_dir``; print and return the table."""
+def stage3_selection(run_dir: Path) -> dict[str, Any] | None:
+    """The ``selection`` record of stage 3's ``emocaliber_training.json``: the validated step it hands on, why,
+    and every candidate's validation scores; None when stage 3 ran without a validation file."""
+    path = run_dir / "stage3" / "emocaliber_training.json"
+    try:
+        info = json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path}: not readable JSON ({e}); rerun stage 3") from None
+    return info.get("selection")
+
+
+def selection_lines(selection: dict[str, Any] | None) -> list[str]:
+    """report.md's section on the checkpoint stage 3 hands on."""
+    if selection is None:
+        return ["## Checkpoint selection", "", "Stage 3 ran without a validation file: its last step is evaluated.",
+                ""]
+    if "candidates" not in selection:  # select_metric: none
+        return ["## Checkpoint selection", "", f"Step {selection['selected_step']}: {selection['reason']}.", ""]
+    from emocaliber.train.validation import selection_markdown
+
+    return selection_markdown(selection)
+
+
+def paired_lines(comparison: dict[str, dict[str, Any]], n_resamples: int) -> list[str]:
+    """report.md's section comparing stage 3 with stage 2 on the same test images."""
+    return ["## Stage 3 against stage 2 on the same test images", "", *paired.markdown(comparison, n_resamples), ""]
+
+
+def write_demo_report(run_dir: str | Path, *, settings: dict[str, Any], elapsed: str, n_paired: int = 1000,
+                      seed: int = 0) -> dict[str, Any]:
+    """Write stages.json, report.md and the reliability diagrams under ``run_dir``; print and return the table.
+
+    stages.json holds the table (``{stage: {group: metrics}}`` for base, stage 1-3 and the oracle) and two more
+    keys: ``stage3_selection`` (the checkpoint stage 3 hands on and the candidates' validation scores) and
+    ``stage3_vs_stage2`` (per group: the images compared, then the ECE ratio, the Brier and the AUROC
+    difference, each with its point, 95% interval and verdict)."""
     run_dir = Path(run_dir)
     table = stage_rows(run_dir)
-    (run_dir / "stages.json").write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    selection = stage3_selection(run_dir)
+    comparison = paired.compare_predictions(run_dir / "eval" / "stage2" / "predictions.jsonl",
+                                            run_dir / "eval" / "stage3" / "predictions.jsonl", n_paired, seed,
+                                            groups=list(table["stage3"]), parse_mode=PARSE_MODE)
+    stages = {**table, "stage3_selection": selection,
+              "stage3_vs_stage2": {"n_resamples": n_paired, "groups": comparison}}
+    (run_dir / "stages.json").write_text(json.dumps(stages, indent=1, sort_keys=True) + "\n")
     plots = []
     for group, curves in _curves(run_dir).items():
         name = "reliability_" + group.lower().replace(" ", "_") + ".png"
@@ -117,17 +161,22 @@ def write_demo_report(run_dir: str | Path, *, settings: dict[str, Any], elapsed:
                          title=f"{group}: stage 2 vs stage 3 vs oracle")
         plots.append(name)
     artefacts = ["data/ (SynthEmo records and images)", "cot/ (stage-1/2/3 pools)",
-                 "base/ stage1/ stage2/ stage3/ (checkpoints)", "targets/stage2.jsonl (confidence targets)",
+                 "holdout/ (stage 3's training prompts and validation prompts, split by image)",
+                 "base/ stage1/ stage2/ stage3/ (checkpoints; stage3/validation.jsonl: every validation pass)", "targets/stage2.jsonl (confidence targets)",
                  "eval/<stage>/ (predictions, metrics, per-stage report and plots)", "stages.json", *plots]
     intro = ("Per group: accuracy (Acc), ECE (10 canonical bins), Brier, failure-prediction AUROC and parse rate, "
              "x100. Base and stage 1 are asked without the confidence instruction (as in the paper's table, they "
              "state no confidence). The oracle answers each image's most likely label with its true probability "
              "of being right.")
     md = ["# EmoCaliber demo on SynthEmo", "", intro, "", markdown_table(table), "",
+          *paired_lines(comparison, n_paired), *selection_lines(selection),
           f"Wall time: {elapsed}. Settings: `{json.dumps(settings)}`", "",
           "## Artefacts", "", *[f"- `{a}`" for a in artefacts], "", *[f"![{p}]({p})" for p in plots]]
     (run_dir / "report.md").write_text("\n".join(md) + "\n")
     print("\n" + markdown_table(table) + "\n")
+    print("\n".join(paired_lines(comparison, n_paired)))
+    if selection is not None:
+        print(f"stage 3: step {selection['selected_step']} selected: {selection['reason']}")
     print(f"report: {run_dir / 'report.md'}; table: {run_dir / 'stages.json'}; plots: "
           + ", ".join(str(run_dir / p) for p in plots))
     return table

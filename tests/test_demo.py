@@ -15,7 +15,6 @@ from safetensors.torch import load_file
 
 from emocaliber.demo import DemoError, DemoSettings, Pipeline, code_digest
 from emocaliber.demo_report import KEYS, STAGES, eval_rows
-from emocaliber.metrics import auroc, ece
 from emocaliber.parsing import parse_response
 from emocaliber.records import REASONING_PARTS, iter_jsonl, read_records
 
@@ -33,6 +32,7 @@ def demo(tmp_path_factory):
 def test_demo_writes_the_stage_table(demo):
     out, table, _ = demo
     stages = json.loads((out / "stages.json").read_text())
+    selection, comparison = stages.pop("stage3_selection"), stages.pop("stage3_vs_stage2")
     assert stages == json.loads(json.dumps(table))
     assert set(stages) == {*STAGES, "oracle"}
     groups = set(stages["oracle"])
@@ -45,6 +45,40 @@ def test_demo_writes_the_stage_table(demo):
     for name in ("report.md", "reliability_synth_ver.png", "reliability_synth_vsa.png", "reliability_synth_ood.png"):
         assert (out / name).stat().st_size > 1000, name
     assert (out / "reliability_synth_ver.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Stage 3's checkpoint selection: step 0 (stage 2 itself) and the last step were validated and scored.
+    assert [c["step"] for c in selection["candidates"]] == [0, 6]
+    assert selection["selected_step"] in (0, 6) and selection["metric"] == "brier"
+    assert sum(c["selected"] for c in selection["candidates"]) == 1
+    assert all(c["score"] is not None for c in selection["candidates"])
+    # The paired comparison of stage 3 with stage 2 on the same test images, with a verdict per statistic.
+    assert comparison["n_resamples"] == 50 and set(comparison["groups"]) == set(table["stage3"])
+    for group, entry in comparison["groups"].items():
+        assert 0 < entry["n"] <= 40, group
+        for name in ("ece_ratio", "brier_diff", "auroc_diff"):
+            stat = entry[name]
+            assert stat["verdict"] in ("significantly better", "significantly worse", "no significant change",
+                                       "not measured")
+            if stat["low"] is not None:
+                assert stat["low"] <= stat["point"] <= stat["high"], (group, name)
+    report = (out / "report.md").read_text()
+    assert f"**Selected: step {selection['selected_step']}.**" in report
+    assert "## Stage 3 against stage 2 on the same test images" in report
+    for group, entry in comparison["groups"].items():
+        assert f"| {group} | {entry['n']} | " in report
+
+
+@pytest.mark.slow
+def test_demo_stage3_validates_on_images_it_neither_trains_on_nor_is_tested_on(demo):
+    out, _, _ = demo
+    val = read_records(out / "holdout" / "stage3_val.jsonl")
+    train = read_records(out / "holdout" / "stage3_train.jsonl")
+    test = read_records(out / "data" / "test.jsonl")
+    assert len(val) >= 32 and {r.task for r in val} == {r.task for r in train}
+    val_images = {r.image for r in val}
+    assert not val_images & {r.image for r in train} and not val_images & {r.image for r in test}
+    assert len(val) + len(train) == len(read_records(out / "cot" / "stage3.jsonl"))
+    passes = [json.loads(line) for line in (out / "stage3" / "validation.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in passes] == [0, 6]
 
 
 @pytest.mark.slow
@@ -83,7 +117,7 @@ def test_demo_rerun_reuses_finished_steps(demo):
     log: list[str] = []
     again = Pipeline(DemoSettings.quick(str(out)), log=log.append).run()
     assert again == table
-    assert sum("reused" in line for line in log) == 11
+    assert sum("reused" in line for line in log) == 12
 
 
 def test_code_digest_follows_code_and_configs_only(tmp_path):
@@ -106,18 +140,25 @@ def test_the_demo_runs_what_its_recipes_say():
     from emocaliber.train.grpo import GRPOScriptArgs
 
     plan = {name: key for name, key, _ in Pipeline(DemoSettings(out="runs/x"), log=lambda _: None).plan()}
-    assert [key[0] for key in plan.values()] == ["prepare synthemo", "prepare cot", "build_tiny_model", "train sft",
-                                                "prepare targets", "train sft", "train grpo"] + ["eval"] * 4
+    assert [key[0] for key in plan.values()] == ["prepare synthemo", "prepare cot", "prepare holdout",
+                                                "build_tiny_model", "train sft", "prepare targets", "train sft",
+                                                "train grpo"] + ["eval"] * 4
     sft = TrlParser((ModelArgs, DataArgs, SFTConfig))
     _, data1, stage1 = parse_args_and_config(sft, plan["stage1"][1:])
     _, data2, stage2 = parse_args_and_config(TrlParser((ModelArgs, DataArgs, SFTConfig)), plan["stage2"][1:])
     assert (stage1.num_train_epochs, stage1.learning_rate, data1.with_confidence) == (3.0, 5e-3, False)
     assert (stage2.num_train_epochs, stage2.learning_rate, data2.with_confidence) == (6.0, 2e-3, True)
     grpo = TrlParser((ModelArgs, DataArgs, GRPOScriptArgs, GRPOConfig))
-    _, _, script, stage3 = parse_args_and_config(grpo, plan["stage3"][1:])
+    _, data3, script, stage3 = parse_args_and_config(grpo, plan["stage3"][1:])
     assert (stage3.learning_rate, stage3.temperature, stage3.num_generations, stage3.beta, stage3.max_steps) == (
         1e-4, 0.7, 16, 0.1, 200)
     assert (script.confidence_credit, script.confidence_credit_weight) == ("confidence_only", 1.0)
+    # Stage 3 trains on its pool minus the validation prompts, validated every 25 steps and at step 0.
+    holdout = plan["holdout"]
+    assert holdout[holdout.index("--n-val") + 1] == "256"
+    assert script.val_file == holdout[holdout.index("--val") + 1]
+    assert data3.train_file == holdout[holdout.index("--train") + 1]
+    assert (stage3.eval_steps, stage3.save_steps, script.select_metric) == (25, 25, "brier")
     for flag in ("--learning_rate", "--num_train_epochs", "--max_steps", "--beta"):  # nothing overrides the YAML
         assert all(flag not in plan[stage] for stage in ("stage1", "stage2", "stage3"))
     synthemo = plan["synthemo"]
@@ -265,36 +306,3 @@ def test_targets_name_what_cannot_be_measured():
         False, "1.0 against 0 (asks for 0.00, below the oracle's 2.00)")
     assert found["Synth VER stage 3 AUROC >= stage 2"] == (False, "not measured")
     assert found["Synth VER stage 3 ECE >= 30% below stage 2"] == (True, "-50%")
-
-
-def _write_predictions(ev, rows: list[tuple[str, str, float]]) -> None:
-    """An evaluation directory holding one SynthEmo-2 (VSA) prediction per (id, answer, confidence); truth positive."""
-    ev.mkdir(parents=True)
-    think = "<think>" + "".join(f"<{p}>x</{p}>" for p in REASONING_PARTS) + "</think>"
-    with open(ev / "predictions.jsonl", "w") as f:
-        for rid, answer, conf in rows:
-            record = {"id": rid, "task": "SynthEmo-2", "candidates": ["positive", "negative"],
-                      "ground_truth": "positive"}
-            response = f"{think}<answer>{answer}</answer><confidence>{conf:.2f}</confidence>"
-            f.write(json.dumps({"record": record, "response": response, "sample": 0, "error": None}) + "\n")
-
-
-def test_targets_compare_stage3_with_stage2_on_the_same_images(tmp_path):
-    targets = _bench("demo_targets")
-    answers = ["positive" if i % 3 else "negative" for i in range(60)]  # two in three right
-    # Stage 2 states nearly the same confidence for every answer; stage 3 ranks right above wrong.
-    stage2 = [(f"r{i}", a, 0.60 + 0.01 * (i % 5)) for i, a in enumerate(answers)]
-    stage3 = [(f"r{i}", a, 0.80 if a == "positive" else 0.40) for i, a in enumerate(answers)]
-    _write_predictions(tmp_path / "s2", stage2 + [("only-in-stage-2", "positive", 0.5)])
-    _write_predictions(tmp_path / "s3", stage3)
-    _write_predictions(tmp_path / "same", stage2)
-    better = targets.paired(tmp_path / "s2", tmp_path / "s3", 200)
-    assert better["Synth VSA"]["n"] == 60 and better["Synth VER"]["n"] == 0
-    diff, low, high = better["Synth VSA"]["auroc_diff"]
-    assert diff == pytest.approx(1.0 - auroc([c for *_, c in stage2], [a == "positive" for a in answers]))
-    assert 0 < low <= diff <= high
-    assert better["Synth VSA"]["ece_ratio"][0] == pytest.approx(
-        ece([c for *_, c in stage3], [a == "positive" for a in answers])
-        / ece([c for *_, c in stage2], [a == "positive" for a in answers]))
-    same = targets.paired(tmp_path / "s2", tmp_path / "same", 200)["Synth VSA"]
-    assert same["auroc_diff"] == (0.0, 0.0, 0.0) and same["ece_ratio"] == pytest.approx((1.0, 1.0, 1.0))
