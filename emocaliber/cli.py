@@ -45,7 +45,7 @@ commands:
 
 examples:
   emocaliber predict photo.jpg
-  emocaliber eval --model ckpt/stage3 --data data/vecbench/test.jsonl
+  emocaliber eval --model ckpt/stage3 --data data/vecbench/test.jsonl --image-root data/vecbench/images
   emocaliber prepare synthemo --out data/synthemo
   emocaliber train sft --config recipes/tiny/stage1.yaml
   emocaliber demo --quick --out runs/demo-quick
