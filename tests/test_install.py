@@ -10,6 +10,7 @@ install of the checkout in that environment stays invisible and ``emocaliber`` c
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -71,5 +72,5 @@ def test_quick_demo_runs_from_an_empty_directory(installed, tmp_path):
     work.mkdir()
     done = _run([installed / "bin" / "emocaliber", "demo", "--quick", "--out", "demo"], work, 1800)
     assert (work / "demo" / "stages.json").is_file() and (work / "demo" / "report.md").is_file()
-    assert "[12/12] report" in done.stdout
+    assert re.search(r"\[(\d+)/\1\] report", done.stdout), done.stdout[-2000:]
     assert sorted(p.name for p in work.iterdir()) == ["demo"]  # nothing written beside the run directory

@@ -130,6 +130,7 @@ def page(browser, server):
     page = context.new_page()
     page.goto(server[0], wait_until="domcontentloaded")
     page.wait_for_selector("#submit", timeout=60_000)
+    page.wait_for_selector("#message", state="attached", timeout=60_000)  # Gradio renders it after the button
     # Every text the message area shows, in order, so a progress line that is replaced quickly is still seen.
     page.evaluate("""() => {
         window.__messages = [];
@@ -238,6 +239,7 @@ def test_a_second_request_waits_for_the_first(browser, server, synthemo_images, 
         p = context.new_page()
         p.goto(server[0], wait_until="domcontentloaded")
         p.wait_for_selector("#submit", timeout=60_000)
+        p.wait_for_selector("#message", state="attached", timeout=60_000)
         p.locator("#image-file input[type=file]").set_input_files(str(synthemo_images[0]))
         p.locator("#image-file").get_by_text(synthemo_images[0].stem).first.wait_for(timeout=30_000)
         p.evaluate("""() => { window.__log = [];
