@@ -11,7 +11,9 @@ evaluation runner (so the run is resumable and its predictions are the same ``pr
   :func:`emocaliber.blends.blend_target`), and the share of blend answers naming either source;
 
 each with a percentile bootstrap interval over triplets. A triplet whose blend or a source has no stated
-confidence is left out and counted (``n_incomplete``).
+confidence is left out and counted (``n_incomplete``). With ``--top-two`` a second pass asks each blend for its
+two most likely labels (no confidence) and reports both-sources recall: how often those two are the blend's two
+sources, Rank-O-ToM's test of whether a model sees both emotions in a blend rather than one.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from emocaliber.blends import AXES, BlendSettings, blend_info, blend_target, write_blends
-from emocaliber.parsing import parse_response
+from emocaliber.parsing import named_labels, parse_response
 from emocaliber.records import Record, iter_jsonl, read_records, resolve_image, write_records
 
 DELTA = 0.1
@@ -154,6 +156,49 @@ def collect_triplets(predictions: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def top_two_records(triplet_file: str | Path) -> list[Record]:
+    """The blends of a triplet file, each asking for its two most likely labels (``meta["prompt"]``, which the
+    evaluation asks verbatim)."""
+    from dataclasses import replace
+
+    from emocaliber.prompts import build_top_two_prompt
+    from emocaliber.tasks import get_task
+
+    return [replace(r, meta={**r.meta, "prompt": build_top_two_prompt(
+                r.candidates, sentiment=get_task(r.task).is_sentiment)})
+            for r in read_records(triplet_file) if blend_info(r)]
+
+
+def top_two_hits(predictions: str | Path) -> list[dict[str, Any]]:
+    """Per blend of a top-two pass: the first two labels its answer names and whether they are its two sources
+    (an answer naming fewer, or none, is a miss)."""
+    out = []
+    for _, row in iter_jsonl(predictions, errors=[]):
+        record = row.get("record") or {}
+        info = blend_info(record)
+        if row.get("sample", 0) != 0 or not info:
+            continue
+        named = named_labels(row.get("response"), record.get("candidates") or ())[:2]
+        sources = {str(label).lower() for label in info["labels"]}
+        out.append({"id": record.get("id"), "named": named,
+                    "both_sources": sources == {label.lower() for label in named}})
+    return out
+
+
+def recall_metrics(hits: Sequence[dict[str, Any]], n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Both-sources recall over blends with its percentile bootstrap interval, and how many answers named fewer
+    than two candidates."""
+    both = np.array([h["both_sources"] for h in hits], float)
+
+    def recall(i: np.ndarray) -> float:
+        return float(both[i].mean()) if i.size else math.nan
+
+    value = recall(np.arange(len(hits)))
+    return {"n_blends": len(hits), "n_fewer_than_two": sum(len(h["named"]) < 2 for h in hits),
+            "both_sources_recall": None if not math.isfinite(value) else value,
+            "both_sources_recall_ci": bootstrap_interval(recall, len(hits), n_bootstrap, seed)}
+
+
 def build_triplet_file(data: str, image_root: str, out: Path, n: int, settings: BlendSettings
                        ) -> tuple[Path, Path, list[str]]:
     """Write ``out/triplets.jsonl`` (the sources of ``n`` blends, then the blends) with every image copied under
@@ -174,6 +219,13 @@ def build_triplet_file(data: str, image_root: str, out: Path, n: int, settings: 
     path = out / "triplets.jsonl"
     write_records(path, [*sources.values(), *blends])
     return path, images, errors + problems
+
+
+def fmt_top_two(top_two: dict[str, Any]) -> str:
+    value, ci = top_two.get("both_sources_recall"), top_two.get("both_sources_recall_ci") or [None, None]
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if None not in ci else "")
 
 
 def report_markdown(metrics: dict[str, Any]) -> str:
@@ -197,6 +249,12 @@ def report_markdown(metrics: dict[str, Any]) -> str:
               f"seed {metrics['seed']})."), "",
              "| metric | value [95% CI] |", "|---|---|"]
     lines += [f"| {label} | {fmt(name)} |" for label, name in rows]
+    top_two = metrics.get("top_two")
+    if top_two:
+        lines += ["", (f"Both-sources recall (asked for its two most likely labels, the share of the "
+                       f"{top_two['n_blends']} blends whose two named labels are its two sources; 95% CI): "
+                       f"{fmt_top_two(top_two)}. {top_two['n_fewer_than_two']} answers named fewer than two "
+                       "candidates.")]
     paired = metrics.get("paired_vs_baseline")
     if paired:
         lines += ["", (f"Against `{paired['baseline']}` on the same {paired['n_paired']} triplets (this model minus "
@@ -237,10 +295,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--backend", default="auto", choices=("auto", "transformers", "vllm"))
     parser.add_argument("--n-bootstrap", type=int, default=1000)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--top-two", action="store_true",
+                        help="a second pass asking each blend for its two most likely labels: both-sources recall")
     parser.add_argument("--baseline", default=None,
                         help="another eval-blends --out directory built with the same data, --seed and blend "
                              "settings: report this model minus that one, paired over the same triplets")
     args = parser.parse_args(argv)
+
+    from dataclasses import replace
 
     from emocaliber.evaluation import EvalConfig, EvalError, run_evaluation
 
@@ -252,12 +315,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = EvalConfig(model=args.model, data=str(path), out=str(out / "eval"), image_root=str(images),
                             backend=args.backend, temperature=0.0, max_new_tokens=args.max_new_tokens,
                             batch_size=args.batch_size, seed=args.seed, parse_mode="strict",
-                            n_bootstrap=min(args.n_bootstrap, 200))
+                            n_bootstrap=min(args.n_bootstrap, 200), progress=not args.no_progress)
         result = run_evaluation(config)
+        if args.top_two:
+            top_two_file = out / "top_two.jsonl"
+            write_records(top_two_file, top_two_records(path))
+            top_two_config = replace(config, data=str(top_two_file), out=str(out / "top_two"),
+                                     with_confidence=False)
+            run_evaluation(top_two_config)
     except (ValueError, OSError, EvalError) as e:
         parser.exit(1, f"error: {e}\n")
     triplets = collect_triplets(Path(config.out) / "predictions.jsonl")
     metrics = triplet_metrics(triplets, args.delta, args.n_bootstrap, args.seed)
+    if args.top_two:
+        metrics["top_two"] = recall_metrics(top_two_hits(out / "top_two" / "predictions.jsonl"), args.n_bootstrap,
+                                            args.seed)
     if args.baseline:
         baseline = Path(args.baseline) / "eval" / "predictions.jsonl"
         if not baseline.is_file():

@@ -48,7 +48,7 @@ class DemoError(RuntimeError):
 #: quick stage 2 stated no confidence); with 4 stage-2 epochs no stage-3 rollout parsed, so GRPO had nothing to
 #: learn from. 32 validation prompts keep stage 3's validation (at step 0 and the last step) to about a second.
 QUICK: dict[str, Any] = {"n_train": 450, "n_test": 40, "samples": 4, "stage1_epochs": 4.0, "stage2_epochs": 8.0,
-                         "stage3_steps": 6, "n_val": 32, "n_bootstrap": 20, "n_paired": 50}
+                         "stage3_steps": 6, "n_val": 32, "n_bootstrap": 20, "n_paired": 50, "n_triplets": 30}
 
 
 @dataclass
@@ -66,6 +66,7 @@ class DemoSettings:
     n_val: int | None = None            # stage-3 validation prompts held out of its pool (holdout n-val)
     n_bootstrap: int | None = None      # bootstrap resamples of each evaluation (eval n-bootstrap)
     n_paired: int | None = None         # resamples of the paired stage-3 vs stage-2 intervals (report paired-resamples)
+    n_triplets: int | None = None       # with --blend-rank: held-out triplets of each blend evaluation (eval-blends)
     #: torch's intra-op threads in every step but the evaluations. The table depends on them (a float sum is
     #: split another way), so the demo fixes them rather than taking torch's one per core: the same seed then
     #: gives the same table on any machine with the same CPU type, however many cores it has.
@@ -74,6 +75,11 @@ class DemoSettings:
     #: decoding with the tiny model hardly gains from a second thread while two processes do twice the work, and
     #: their predictions are the same byte for byte as with two threads.
     eval_workers: int = 2
+    #: Rank-O-ToM in stage 3 (docs/rank_o_tom.md): blends of stage-3 training images mixed into its prompts, the
+    #: ranking reward at prepare.yaml's weight (``blend_rank_weight`` overrides it; 0 keeps the blends and their
+    #: soft targets without the ranking term), and the blend-rank evaluation of stages 2 and 3 in the report.
+    blend_rank: bool = False
+    blend_rank_weight: float | None = None
     force: bool = False
 
     @classmethod
@@ -252,6 +258,11 @@ class Pipeline:
             "--val", str(holdout / "stage3_val.jsonl"), *seed,
             *options({**prepare["holdout"], **sizes(**{"n-val": s.n_val})})])
         steps.append(("holdout", holdout_key, lambda: (holdout.mkdir(parents=True, exist_ok=True), holdout_run())))
+        blends = self.output("blends")
+        if s.blend_rank:  # blends of stage 3's training images only: no validation or test image is in one
+            steps.append(("blends", *command("prepare blends", [
+                "--records", str(holdout / "stage3_train.jsonl"), "--image-root", str(data), "--out", str(blends),
+                *seed, *options(prepare["blends"])])))
         steps.append(("base", ["build_tiny_model", str(o / "base"), str(s.seed)],
                       lambda: _build_base(o / "base", s.seed)))
         steps.append(("stage1", *command("train sft", stage(
@@ -262,15 +273,30 @@ class Pipeline:
             *options({**prepare["targets"], **sizes(samples=s.samples)})])))
         steps.append(("stage2", *command("train sft", stage(
             2, o / "stage1", o / "targets" / "stage2.jsonl", num_train_epochs=s.stage2_epochs))))
+        rank: list[str] = []
+        if s.blend_rank:
+            # The ranking reward's table starts from stage 2's confidences on the clean stage-3 images.
+            table = self.output("blend-table")
+            steps.append(("blend-table", *command("eval", [
+                "--model", str(o / "stage2"), "--data", str(holdout / "stage3_train.jsonl"), "--image-root",
+                str(data), "--out", str(table), *seed, *options({**prepare["eval"], "n-bootstrap": 0})])))
+            weight = {} if s.blend_rank_weight is None else {"blend_rank_weight": s.blend_rank_weight}
+            rank = ["--blend_file", str(blends / "blends.jsonl"), "--blend_rank_table",
+                    str(table / "predictions.jsonl"), *options({**prepare["blend-rank"], **weight})]
         steps.append(("stage3", *command("train grpo", [*stage(
             3, o / "stage2", holdout / "stage3_train.jsonl", max_steps=s.stage3_steps),
-            "--val_file", str(holdout / "stage3_val.jsonl")])))
+            "--val_file", str(holdout / "stage3_val.jsonl"), *rank])))
         for name in STAGES:
             steps.append((f"eval-{name}", *command("eval", [
                 "--model", str(o / name), "--data", str(data / "test.jsonl"), "--image-root", str(data),
                 "--out", str(o / "eval" / name), *seed,
                 *options({**prepare["eval"], **sizes(**{"n-bootstrap": s.n_bootstrap})}),
                 *(["--no-confidence"] if name in ("base", "stage1") else [])])))
+        for name in ("stage2", "stage3") if s.blend_rank else ():
+            steps.append((f"eval-blends-{name}", *command("eval-blends", [
+                "--model", str(o / name), "--data", str(data / "test.jsonl"), "--image-root", str(data),
+                "--out", str(self.output(f"eval-blends-{name}")), *seed,
+                *options({**prepare["eval-blends"], **sizes(**{"n-triplets": s.n_triplets})})])))
         return steps
 
     def run(self) -> dict[str, Any]:
@@ -296,7 +322,7 @@ class Pipeline:
         try:
             n_paired = self.s.n_paired or load_recipe("prepare.yaml")["report"]["paired-resamples"]
             return write_demo_report(self.out, settings=asdict(self.s), elapsed=self.elapsed(), n_paired=n_paired,
-                                     seed=self.s.seed)
+                                     seed=self.s.seed, blend_rank=self.s.blend_rank)
         except (OSError, ValueError) as e:  # an evaluation's output was changed or removed after it finished
             raise DemoError(f"report: {e}; to redo that evaluation delete its marker "
                             f"({self.markers}/eval-<stage>.json) and rerun, or rerun with --force") from None
@@ -359,11 +385,20 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     sizes.add_argument("--n-bootstrap", type=whole_number(0), help="bootstrap resamples of each evaluation")
     sizes.add_argument("--n-paired", type=whole_number(1),
                        help="resamples of the paired stage-3 against stage-2 intervals in the report")
+    sizes.add_argument("--n-triplets", type=whole_number(1),
+                       help="with --blend-rank: held-out triplets of each blend-rank evaluation")
     p.add_argument("--threads", type=whole_number(1), default=None,
                    help="torch threads of every step but the evaluations; the table depends on them (default: "
                         "OMP_NUM_THREADS if set, else 2)")
     p.add_argument("--eval-workers", type=whole_number(1), default=DemoSettings.eval_workers,
                    help="evaluations run at a time, each a process with one torch thread (default %(default)s)")
+    p.add_argument("--blend-rank", action="store_true",
+                   help="Rank-O-ToM in stage 3: blends of its training images mixed into its prompts with the "
+                        "ranking reward, and the blend-rank evaluation of stages 2 and 3 in the report "
+                        "(recipes/demo/prepare.yaml: blends, blend-rank, eval-blends)")
+    p.add_argument("--blend-rank-weight", type=float, default=None,
+                   help="with --blend-rank: the ranking reward's weight (default: prepare.yaml's; 0 keeps the "
+                        "blends and their soft targets without the ranking term)")
     p.add_argument("--force", action="store_true", help="redo every step even if it finished before")
     return p
 
@@ -379,6 +414,11 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
     if args.threads is not None:
         settings.threads = args.threads
     settings.eval_workers = args.eval_workers
+    if args.blend_rank_weight is not None and not args.blend_rank:
+        raise SystemExit("emocaliber demo: error: --blend-rank-weight needs --blend-rank")
+    if args.blend_rank_weight is not None and args.blend_rank_weight < 0:
+        raise SystemExit(f"emocaliber demo: error: --blend-rank-weight must be >= 0, got {args.blend_rank_weight}")
+    settings.blend_rank, settings.blend_rank_weight = args.blend_rank, args.blend_rank_weight
     settings.force = args.force
     return settings
 

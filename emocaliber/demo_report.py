@@ -137,14 +137,68 @@ def paired_lines(comparison: dict[str, dict[str, Any]], n_resamples: int) -> lis
     return ["## Stage 3 against stage 2 on the same test images", "", *paired.markdown(comparison, n_resamples), ""]
 
 
+BLEND_ROWS = (("violation rate", "violation_rate"), ("mean gap", "mean_gap"), ("blend ECE", "blend_ece"),
+              ("blend Brier", "blend_brier"), ("names a source", "blend_names_a_source"))
+
+
+def blend_rank_summary(run_dir: Path, n_paired: int, seed: int) -> dict[str, Any]:
+    """``eval-blends`` of stages 2 and 3 (``--blend-rank``): each one's metrics and stage 3 minus stage 2 on the
+    same triplets (paired bootstrap)."""
+    from emocaliber.blend_rank import collect_triplets, paired_differences
+
+    out: dict[str, Any] = {}
+    for stage in ("stage2", "stage3"):
+        path = run_dir / "eval" / f"blends-{stage}" / "metrics.json"
+        try:
+            out[stage] = json.loads(path.read_text())
+        except ValueError as e:
+            raise ValueError(f"{path}: not readable JSON ({e}); rerun that blend evaluation") from None
+    triplets = {stage: collect_triplets(run_dir / "eval" / f"blends-{stage}" / "eval" / "predictions.jsonl")
+                for stage in ("stage2", "stage3")}
+    out["stage3_vs_stage2"] = paired_differences(triplets["stage3"], triplets["stage2"], out["stage3"]["delta"],
+                                                 n_paired, seed)
+    return out
+
+
+def blend_rank_lines(summary: dict[str, Any]) -> list[str]:
+    """report.md's Rank-O-ToM section: the blend-rank metrics of stages 2 and 3 and their paired difference."""
+    def cell(metrics: dict[str, Any], name: str) -> str:
+        value, ci = metrics.get(name), metrics.get(f"{name}_ci") or [None, None]
+        if value is None:
+            return "–"
+        return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if None not in ci else "")
+
+    s2, s3, diff = summary["stage2"], summary["stage3"], summary["stage3_vs_stage2"]
+    lines = ["## Blend ranking (Rank-O-ToM)", "",
+             (f"{s3['n_triplets']} held-out triplets from the test set (two images with different labels and their "
+              f"CutMix blend); a violation is a blend stated at least min(c_a, c_b) - {s3['delta']}. Values with "
+              "95% bootstrap intervals over triplets."), "",
+             "| metric | stage 2 | stage 3 |", "|---|---|---|"]
+    lines += [f"| {label} | {cell(s2, name)} | {cell(s3, name)} |" for label, name in BLEND_ROWS]
+    if "top_two" in s3:
+        lines.append(f"| both-sources recall (top two) | {cell(s2.get('top_two', {}), 'both_sources_recall')} | "
+                     f"{cell(s3['top_two'], 'both_sources_recall')} |")
+    lines += ["", f"Stage 3 minus stage 2 on the same {diff['n_paired']} triplets (paired bootstrap):", ""]
+    for label, name, better in (("violation rate", "violation_rate", -1), ("mean gap", "mean_gap", 1)):
+        value, (lo, hi) = diff[f"{name}_diff"], diff[f"{name}_diff_ci"]
+        if value is None or lo is None:
+            lines.append(f"- {label}: too few paired triplets")
+            continue
+        reading = ("no significant change" if lo <= 0 <= hi
+                   else "significantly " + ("better" if (lo > 0) == (better > 0) else "worse"))
+        lines.append(f"- {label}: {value:+.3f} [{lo:+.3f}, {hi:+.3f}], {reading}")
+    return [*lines, ""]
+
+
 def write_demo_report(run_dir: str | Path, *, settings: dict[str, Any], elapsed: str, n_paired: int = 1000,
-                      seed: int = 0) -> dict[str, Any]:
+                      seed: int = 0, blend_rank: bool = False) -> dict[str, Any]:
     """Write stages.json, report.md and the reliability diagrams under ``run_dir``; print and return the table.
 
     stages.json holds the table (``{stage: {group: metrics}}`` for base, stage 1-3 and the oracle) and two more
     keys: ``stage3_selection`` (the checkpoint stage 3 hands on and the candidates' validation scores) and
     ``stage3_vs_stage2`` (per group: the images compared, then the ECE ratio, the Brier and the AUROC
-    difference, each with its point, 95% interval and verdict)."""
+    difference, each with its point, 95% interval and verdict); with ``blend_rank``, ``blend_rank`` too (the
+    blend-rank evaluation of stages 2 and 3 and their paired difference)."""
     run_dir = Path(run_dir)
     table = stage_rows(run_dir)
     selection = stage3_selection(run_dir)
@@ -153,6 +207,9 @@ def write_demo_report(run_dir: str | Path, *, settings: dict[str, Any], elapsed:
                                             groups=list(table["stage3"]), parse_mode=PARSE_MODE)
     stages = {**table, "stage3_selection": selection,
               "stage3_vs_stage2": {"n_resamples": n_paired, "groups": comparison}}
+    blend_summary = blend_rank_summary(run_dir, n_paired, seed) if blend_rank else None
+    if blend_summary is not None:
+        stages["blend_rank"] = blend_summary
     (run_dir / "stages.json").write_text(json.dumps(stages, indent=1, sort_keys=True) + "\n")
     plots = []
     for group, curves in _curves(run_dir).items():
@@ -164,17 +221,24 @@ def write_demo_report(run_dir: str | Path, *, settings: dict[str, Any], elapsed:
                  "holdout/ (stage 3's training prompts and validation prompts, split by image)",
                  "base/ stage1/ stage2/ stage3/ (checkpoints; stage3/validation.jsonl: every validation pass)", "targets/stage2.jsonl (confidence targets)",
                  "eval/<stage>/ (predictions, metrics, per-stage report and plots)", "stages.json", *plots]
+    if blend_summary:
+        artefacts[5:5] = ["blends/ (stage 3's blends of its training images)",
+                          "blend-table/ (stage 2 on stage 3's clean images: the ranking reward's starting table)",
+                          "eval/blends-<stage>/ (blend-rank evaluation: triplets, predictions, metrics, report)"]
     intro = ("Per group: accuracy (Acc), ECE (10 canonical bins), Brier, failure-prediction AUROC and parse rate, "
              "x100. Base and stage 1 are asked without the confidence instruction (as in the paper's table, they "
              "state no confidence). The oracle answers each image's most likely label with its true probability "
              "of being right.")
     md = ["# EmoCaliber demo on SynthEmo", "", intro, "", markdown_table(table), "",
           *paired_lines(comparison, n_paired), *selection_lines(selection),
+          *(blend_rank_lines(blend_summary) if blend_summary else []),
           f"Wall time: {elapsed}. Settings: `{json.dumps(settings)}`", "",
           "## Artefacts", "", *[f"- `{a}`" for a in artefacts], "", *[f"![{p}]({p})" for p in plots]]
     (run_dir / "report.md").write_text("\n".join(md) + "\n")
     print("\n" + markdown_table(table) + "\n")
     print("\n".join(paired_lines(comparison, n_paired)))
+    if blend_summary:
+        print("\n".join(blend_rank_lines(blend_summary)))
     if selection is not None:
         print(f"stage 3: step {selection['selected_step']} selected: {selection['reason']}")
     print(f"report: {run_dir / 'report.md'}; table: {run_dir / 'stages.json'}; plots: "

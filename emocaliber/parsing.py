@@ -193,6 +193,23 @@ def match_label(answer: str, candidates: Iterable[str]) -> tuple[str | None, str
     return None, f"answer {_shown(answer)} is not one of the candidates"
 
 
+def named_labels(text: object, candidates: object) -> list[str]:
+    """The candidates the last ``<answer>`` span names, in the order they first appear, each once: the reading of
+    a top-two answer (``<answer>awe, fear</answer>``), where naming several candidates is asked for rather than a
+    hedge. Uses the strict rule's candidate pattern (longer labels first); no answer span gives ``[]``."""
+    text, _ = _as_text(text)
+    answer = last_span(text, "<answer>", "</answer>")
+    prepared = _candidates(candidates)
+    if answer is None or prepared.pattern is None:
+        return []
+    named: list[str] = []
+    for found in prepared.pattern.findall(answer.lower()):
+        label = prepared.lowered[found]
+        if label not in named:
+            named.append(label)
+    return named
+
+
 def parse_confidence(raw: str) -> tuple[float | None, str | None]:
     """Strict confidence rule: ``(value in [0, 1], None)`` or ``(None, why not)``."""
     s = raw.strip()

@@ -40,6 +40,17 @@ def build_prompt(candidates: Sequence[str], *, with_confidence: bool, sentiment:
     return f"{question} {_FORMAT_CONF if with_confidence else _FORMAT}."
 
 
+_TOP_TWO = ("Which two {noun}s might this image evoke most? Choose the two most likely from {candidates}, the more "
+            "likely first, separated by a comma. Think step by step.")
+
+
+def build_top_two_prompt(candidates: Sequence[str], *, sentiment: bool = False) -> str:
+    """The question of the blend-rank evaluation's recall pass: the two most likely labels in one answer and no
+    confidence (read with :func:`emocaliber.parsing.named_labels`). This project's wording."""
+    question = _TOP_TWO.format(noun="sentiment" if sentiment else "emotion", candidates=format_candidates(candidates))
+    return f"{question} {_FORMAT}."
+
+
 _VERIFY = "Does the face in this image show {emotion} ({descriptors})? Answer yes or no. Think step by step."
 
 

@@ -16,6 +16,9 @@ from PIL import Image
 from emocaliber import synthemo
 from emocaliber.blend_rank import (
     collect_triplets,
+    recall_metrics,
+    top_two_hits,
+    top_two_records,
     mean_gap,
     paired_differences,
     report_markdown,
@@ -261,6 +264,44 @@ def test_eval_blends_runs_end_to_end_and_resumes(tiny_model_dir, tmp_path):
     predictions = (tmp_path / "run" / "eval" / "predictions.jsonl").read_bytes()
     assert eval_blends(argv) == 0  # a rerun reuses the finished predictions
     assert (tmp_path / "run" / "eval" / "predictions.jsonl").read_bytes() == predictions
+    assert "top_two" not in metrics
+    assert eval_blends([*argv, "--top-two"]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["top_two"]["n_blends"] == 3  # an untrained model names no candidate: recall 0, counted
+    assert metrics["top_two"]["n_fewer_than_two"] + round(3 * metrics["top_two"]["both_sources_recall"]) <= 3
+    assert "Both-sources recall" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_top_two_pass_asks_the_blends_for_two_labels_and_scores_both_sources(tmp_path):
+    from emocaliber.evaluation import eval_request
+
+    cands = list(synthemo.EMOTIONS)
+    a, b = _records(["awe", "fear"])
+    blends = [Record(id=f"blend/{k}", task="SynthEmo-8", image="b.png", candidates=cands, ground_truth="awe",
+                     split="test", source="blend", meta={"blend": {"sources": ["r0", "r1"], "labels": ["awe", "fear"],
+                                                                   "shares": [0.5, 0.5], "axis": "horizontal",
+                                                                   "first": 0}}) for k in range(4)]
+    triplets = tmp_path / "triplets.jsonl"
+    triplets.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in [a, b, *blends]))
+    asked = top_two_records(triplets)
+    assert [r.id for r in asked] == [r.id for r in blends]  # the sources are not asked again
+    Image.new("RGB", (8, 8)).save(tmp_path / "b.png")
+    text = next(p["text"] for p in eval_request(asked[0], tmp_path, with_confidence=False).messages[-1]["content"]
+                if p["type"] == "text")
+    assert "two most likely" in text and "<confidence>" not in text
+    answers = ["<answer>Fear, awe</answer>",  # both sources, either order: a hit
+               "<answer>awe</answer>",  # one label: a miss, and fewer than two
+               "<answer>awe, anger, fear</answer>",  # the first two are read: awe and anger, a miss
+               None]  # no response: a miss
+    rows = [{"record": r.to_dict(), "sample": 0, "response": t, "error": None} for r, t in zip(asked, answers)]
+    path = tmp_path / "predictions.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    hits = top_two_hits(path)
+    assert [h["both_sources"] for h in hits] == [True, False, False, False]
+    assert hits[2]["named"] == ["awe", "anger"]
+    m = recall_metrics(hits, n_bootstrap=50)
+    assert (m["n_blends"], m["n_fewer_than_two"], m["both_sources_recall"]) == (4, 2, 0.25)
+    assert 0 <= m["both_sources_recall_ci"][0] <= 0.25 <= m["both_sources_recall_ci"][1] <= 1
 
 
 def test_paired_differences_against_a_baseline():

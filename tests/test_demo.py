@@ -306,3 +306,76 @@ def test_targets_name_what_cannot_be_measured():
         False, "1.0 against 0 (asks for 0.00, below the oracle's 2.00)")
     assert found["Synth VER stage 3 AUROC >= stage 2"] == (False, "not measured")
     assert found["Synth VER stage 3 ECE >= 30% below stage 2"] == (True, "-50%")
+
+
+def test_blend_rank_flag_adds_the_blends_the_table_the_reward_and_the_blend_evaluations():
+    """``--blend-rank`` plans blends of stage 3's training pool, stage 2's confidences on it as the ranking
+    reward's table, stage 3 with blends and the reward at prepare.yaml's weight, and the blend evaluations of
+    stages 2 and 3; ``--blend-rank-weight 0`` keeps the blends without the ranking term."""
+    import argparse
+
+    from trl import GRPOConfig, TrlParser
+
+    from emocaliber.demo import add_demo_arguments, settings_from_args
+    from emocaliber.train.configs import DataArgs, ModelArgs, parse_args_and_config
+    from emocaliber.train.grpo import GRPOScriptArgs
+
+    def plan_of(argv):
+        settings = settings_from_args(add_demo_arguments(argparse.ArgumentParser()).parse_args(argv))
+        return {name: key for name, key, _ in Pipeline(settings, log=lambda _: None).plan()}
+
+    def stage3_script(plan):
+        parser = TrlParser((ModelArgs, DataArgs, GRPOScriptArgs, GRPOConfig))
+        return parse_args_and_config(parser, plan["stage3"][1:])[2]
+
+    plain = plan_of(["--out", "runs/x"])
+    assert not {"blends", "blend-table", "eval-blends-stage2", "eval-blends-stage3"} & set(plain)
+    assert (stage3_script(plain).blend_file, stage3_script(plain).blend_rank_weight) == (None, 0.0)
+    plan = plan_of(["--out", "runs/x", "--blend-rank"])
+    names = list(plan)
+    assert names.index("holdout") < names.index("blends") and names.index("stage2") < names.index("blend-table") \
+        < names.index("stage3")
+    blends = plan["blends"]
+    assert blends[blends.index("--records") + 1] == "runs/x/holdout/stage3_train.jsonl"
+    table = plan["blend-table"]
+    assert table[table.index("--model") + 1] == "runs/x/stage2"
+    script = stage3_script(plan)
+    assert (script.blend_file, script.blend_rank_table) == ("runs/x/blends/blends.jsonl",
+                                                            "runs/x/blend-table/predictions.jsonl")
+    assert (script.blend_share, script.blend_rank_weight, script.blend_rank_delta) == (0.25, 0.5, 0.1)
+    for stage in ("stage2", "stage3"):
+        key = plan[f"eval-blends-{stage}"]
+        assert key[0] == "eval-blends" and key[key.index("--model") + 1] == f"runs/x/{stage}"
+        assert "--top-two" in key and key[key.index("--n-triplets") + 1] == "300"
+    control = plan_of(["--out", "runs/x", "--blend-rank", "--blend-rank-weight", "0"])
+    assert (stage3_script(control).blend_file, stage3_script(control).blend_rank_weight) == (
+        "runs/x/blends/blends.jsonl", 0.0)
+    with pytest.raises(SystemExit, match="needs --blend-rank"):
+        plan_of(["--out", "runs/x", "--blend-rank-weight", "0.5"])
+
+
+@pytest.mark.slow
+def test_demo_with_blend_rank_trains_on_blends_with_the_ranking_reward_and_reports_blend_ranking(demo, tmp_path):
+    """The quick demo with ``--blend-rank``, continued from the quick demo's finished stage 2 (its steps up to
+    stage 2 are reused): stage 3 logs the ranking reward, and stages.json and report.md carry the blend ranking."""
+    import shutil
+
+    src, _, _ = demo
+    out = tmp_path / "demo"
+    shutil.copytree(src, out)
+    log: list[str] = []
+    settings = DemoSettings.quick(str(out))
+    settings.blend_rank = True
+    Pipeline(settings, log=log.append).run()
+    for step in ("stage1", "stage2"):  # the flag changes nothing before stage 3: the same checkpoints
+        assert any(f"] {step}: done before, reused" in line for line in log), log
+    state = json.loads(next((out / "stage3").glob("checkpoint-*/trainer_state.json")).read_text())
+    logged = set().union(*(entry.keys() for entry in state["log_history"]))
+    assert "rewards/blend_rank_reward/mean" in logged
+    stages = json.loads((out / "stages.json").read_text())
+    summary = stages["blend_rank"]
+    assert summary["stage3"]["n_triplets"] == summary["stage2"]["n_triplets"] == 30
+    assert summary["stage3_vs_stage2"]["n_paired"] + summary["stage3"]["n_incomplete"] <= 30
+    assert "both_sources_recall" in summary["stage3"]["top_two"]
+    report = (out / "report.md").read_text()
+    assert "## Blend ranking (Rank-O-ToM)" in report and "both-sources recall" in report
