@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "merge-lora": "emocaliber.train.checkpoint:main",
     "eval": "emocaliber.evaluation:main",
     "eval-blends": "emocaliber.blend_rank:main",
+    "compare": "emocaliber.paired:main",
     "eval-emonet": "emocaliber.emonet.evaluate:main",
     "predict": "emocaliber.inference:main",
     "demo": "emocaliber.demo:main",

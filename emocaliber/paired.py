@@ -152,3 +152,44 @@ def markdown(comparison: dict[str, dict[str, Any]], n_resamples: int, before: st
                   "confidence; a change is significant only when its interval excludes 1 (ratio) or 0 "
                   "(difference)."), ""]
     return lines + [f"- {summary(g, e, before, after)}" for g, e in comparison.items()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``emocaliber compare``: two evaluations of the same test set (``emocaliber eval`` output directories or
+    their ``predictions.jsonl``), the second against the first, per group; prints the table and sentences and
+    writes them as JSON with ``--out``."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(
+        prog="emocaliber compare", description=__doc__.split("\n\n")[0] + ".",
+        epilog="example: emocaliber compare runs/demo/eval/stage2 runs/demo/eval/stage3 --before-name 'stage 2' "
+               "--after-name 'stage 3'")
+    parser.add_argument("before", help="an evaluation directory (or its predictions.jsonl): the reference")
+    parser.add_argument("after", help="an evaluation of the same test set: the model compared")
+    parser.add_argument("--before-name", default="before")
+    parser.add_argument("--after-name", default="after")
+    parser.add_argument("--n-resamples", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--parse-mode", default="strict", choices=("strict", "release"))
+    parser.add_argument("--out", help="write the comparison here as JSON")
+    args = parser.parse_args(argv)
+    if args.n_resamples < 1:
+        parser.error(f"--n-resamples must be >= 1, got {args.n_resamples}")
+    files = []
+    for name in ("before", "after"):
+        path = Path(getattr(args, name))
+        path = path / "predictions.jsonl" if path.is_dir() else path
+        if not path.is_file():
+            parser.error(f"{name} {getattr(args, name)}: no predictions.jsonl there (an `emocaliber eval` --out)")
+        files.append(path)
+    comparison = compare_predictions(*files, args.n_resamples, args.seed, parse_mode=args.parse_mode)
+    if not any(entry["n"] for entry in comparison.values()):
+        parser.exit(1, f"error: {files[0]} and {files[1]} share no image answered with a confidence in both; "
+                       "are they evaluations of the same test set?\n")
+    print("\n".join(markdown(comparison, args.n_resamples, args.before_name, args.after_name)))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"before": str(files[0]), "after": str(files[1]),
+                                              "n_resamples": args.n_resamples, "groups": comparison},
+                                             indent=1) + "\n")
+    return 0

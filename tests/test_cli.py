@@ -68,7 +68,7 @@ def test_every_command_is_a_main_function_that_takes_argv():
     assert set(COMMANDS) == {"prepare vecbench", "prepare released", "prepare webemo", "prepare synthemo",
                              "prepare cot", "prepare targets", "prepare blends", "prepare pseudo-labels",
                              "prepare emonet", "prepare holdout", "train sft", "train grpo", "merge-lora", "eval",
-                             "eval-blends", "eval-emonet", "predict", "demo", "serve"}
+                             "eval-blends", "compare", "eval-emonet", "predict", "demo", "serve"}
     for name in COMMANDS:
         entry = cli.load(name)
         assert next(iter(inspect.signature(entry).parameters)) == "argv", name

@@ -116,3 +116,23 @@ def test_predictions_files_are_compared_on_the_images_both_answered(tmp_path):
     right = [a == "positive" for a in answers]
     assert out["Synth VSA"]["auroc_diff"]["point"] == pytest.approx(1.0 - auroc([c for *_, c in stage2], right))
     assert out["Synth VSA"]["auroc_diff"]["verdict"] == "significantly better"
+
+
+def test_compare_command_reads_evaluation_directories_and_refuses_unrelated_ones(tmp_path, capsys):
+    answers = ["positive" if i % 3 else "negative" for i in range(60)]
+    for name, conf in (("a", lambda a: 0.7), ("b", lambda a: 0.9 if a == "positive" else 0.3)):
+        (tmp_path / name).mkdir()
+        _write_predictions(tmp_path / name / "predictions.jsonl", [(f"r{i}", a, conf(a)) for i, a in enumerate(answers)])
+    assert paired.main([str(tmp_path / "a"), str(tmp_path / "b"), "--n-resamples", "100", "--before-name", "plain",
+                        "--after-name", "ranked", "--out", str(tmp_path / "cmp.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "AUROC ranked - plain" in printed and "Synth VSA: ranked is significantly better" in printed
+    saved = json.loads((tmp_path / "cmp.json").read_text())
+    assert saved["groups"]["Synth VSA"]["n"] == 60
+    _write_predictions(tmp_path / "other.jsonl", [("x1", "positive", 0.5)])
+    with pytest.raises(SystemExit) as e:
+        paired.main([str(tmp_path / "a"), str(tmp_path / "other.jsonl")])
+    assert e.value.code == 1 and "share no image" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        paired.main([str(tmp_path / "a"), str(tmp_path / "missing")])
+    assert "no predictions.jsonl there" in capsys.readouterr().err
