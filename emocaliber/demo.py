@@ -183,8 +183,14 @@ class Pipeline:
         return True
 
     def _done(self, key: list[str], threads: int) -> dict[str, Any]:
-        """A done-marker's content: what decides a step's output besides its inputs' files."""
-        return {"command": key, "code": self.code, "threads": threads}
+        """A done-marker's content: what decides a step's output besides its inputs' files. Paths inside the run
+        directory are written relative to it, so a run directory moved or copied keeps its finished steps (a
+        copy of a finished demo continued with ``--blend-rank`` reuses its stages 1 and 2)."""
+        return {"command": [self._relative(str(arg)) for arg in key], "code": self.code, "threads": threads}
+
+    def _relative(self, arg: str) -> str:
+        root = str(self.out)
+        return "<run>" + arg[len(root):] if arg == root or arg.startswith(root + os.sep) else arg
 
     def _finish(self, index: int, total: int, name: str, key: list[str], threads: int, seconds: float) -> None:
         self.markers.mkdir(parents=True, exist_ok=True)

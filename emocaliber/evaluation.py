@@ -272,15 +272,19 @@ def _complete_lines(path: Path) -> int:
 
 def _check_same_run(config_path: Path, identity: dict[str, Any]) -> None:
     """Refuse to resume into an output directory written with other settings: the file would mix two runs."""
+    from emocaliber.resume import NOT_RECORDED, changed_settings
+
+    def ignore(name: str, old: Any, new: Any) -> bool:
+        # "auto" matches whichever backend the earlier run resolved to (the resolved name is checked once built);
+        # weights that cannot be fingerprinted, or a record without them, cannot be compared.
+        return ((name == "backend" and new == "auto")
+                or (name == "weights" and (old == NOT_RECORDED or not _weights_known(new))))
+
     try:
-        previous = json.loads(config_path.read_text(encoding="utf-8"))["identity"]
-    except (OSError, ValueError, KeyError, TypeError):
+        changed = changed_settings(config_path, identity, IDENTITY_FIELDS, ignore)
+    except ValueError:
         raise EvalError(f"{config_path.parent} holds predictions but no readable {RUN_CONFIG_FILE}; "
                         "pass --overwrite to start again or choose another --out") from None
-    # "auto" matches whichever backend the earlier run resolved to; the resolved name is checked once built.
-    changed = [f"{k} {previous.get(k)!r} -> {identity[k]!r}" for k in IDENTITY_FIELDS
-               if previous.get(k) != identity[k] and not (k == "backend" and identity[k] == "auto")
-               and not (k == "weights" and not (_weights_known(identity[k]) and k in previous))]
     if changed:
         raise EvalError(f"{config_path.parent} holds a run with other settings ({'; '.join(changed)}); "
                         "rerun with the same settings to resume, or pass --overwrite or another --out")

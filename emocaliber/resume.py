@@ -20,6 +20,31 @@ from emocaliber.records import dumps
 T = TypeVar("T")
 
 
+#: An identity field the recorded run does not have (written by an older version of the project).
+NOT_RECORDED = "<not recorded>"
+
+
+def changed_settings(config_path: Path, identity: dict[str, Any], fields: Sequence[str],
+                     ignore: Callable[[str, Any, Any], bool] = lambda name, old, new: False) -> list[str]:
+    """``"field old -> new"`` for every identity field in which the run recorded in ``config_path`` (its
+    ``identity`` object) differs from ``identity``, except those ``ignore(name, old, new)`` accepts (``old`` is
+    :data:`NOT_RECORDED` for a field the record lacks); empty when the output may be resumed. The one check
+    behind "a run never resumes work that other settings produced". Raises ``ValueError`` when the recorded
+    settings cannot be read (then nothing shows the output is this run's)."""
+    try:
+        previous = json.loads(config_path.read_text(encoding="utf-8"))["identity"]
+        if not isinstance(previous, dict):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"no readable {config_path.name}") from None
+    changed = []
+    for k in fields:
+        old, new = previous.get(k, NOT_RECORDED), identity.get(k)
+        if old != new and not ignore(k, old, new):
+            changed.append(f"{k} {old!r} -> {new!r}")
+    return changed
+
+
 def chunk_seed(seed: int, chunk_index: int) -> int:
     """A per-chunk seed that does not depend on which chunks ran before (so resumed chunks match)."""
     return (seed * 1_000_003 + chunk_index * 7_919 + 12_345) % (2**31 - 1)

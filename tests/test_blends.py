@@ -16,13 +16,13 @@ from PIL import Image
 from emocaliber import synthemo
 from emocaliber.blend_rank import (
     collect_triplets,
-    recall_metrics,
-    top_two_hits,
-    top_two_records,
     mean_gap,
     paired_differences,
+    recall_metrics,
     report_markdown,
     soft_ece,
+    top_two_hits,
+    top_two_records,
     triplet_metrics,
     violation_rate,
 )

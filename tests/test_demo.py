@@ -186,6 +186,26 @@ def test_size_flags_are_never_ignored(argv, expected):
         assert plan["stage3"][plan["stage3"].index("--max_steps") + 1] == str(expected["stage3_steps"])
 
 
+def test_a_moved_run_directory_keeps_its_finished_steps(tmp_path):
+    """Markers name the run's own files relative to it: the same step of a run moved elsewhere is still done, a
+    step whose command names another file outside the run is not."""
+    runs: list[int] = []
+
+    def step(out, key) -> bool:
+        pipeline = Pipeline(DemoSettings(out=str(out)), log=lambda _: None)
+        return pipeline.step(1, 1, "cot", key(out), lambda: runs.append(1), force=False)
+
+    def key(out):
+        return ["prepare cot", "--records", f"{out}/data/train.jsonl", "--elsewhere", "/data/x"]
+
+    assert step(tmp_path / "a", key)
+    (tmp_path / "a").rename(tmp_path / "b")
+    assert not step(tmp_path / "b", key) and len(runs) == 1
+    assert step(tmp_path / "b", lambda out: [*key(out)[:-1], "/data/y"]) and len(runs) == 2
+    marker = json.loads((tmp_path / "b" / ".done" / "cot.json").read_text())
+    assert marker["command"][2] == "<run>/data/train.jsonl"
+
+
 def test_a_step_is_redone_when_the_code_changed(tmp_path):
     pipeline = Pipeline(DemoSettings(out=str(tmp_path)), log=lambda _: None)
     runs: list[int] = []

@@ -112,14 +112,15 @@ def select(hq: HQData, emotions: Sequence[str], max_images: int | None) -> tuple
 
 
 def _check_same_run(path: Path, identity: dict[str, Any]) -> None:
+    from emocaliber.resume import changed_settings
+
     try:
-        previous = json.loads(path.read_text(encoding="utf-8"))["identity"]
-    except (OSError, ValueError, KeyError, TypeError):
+        changed = changed_settings(path, identity, IDENTITY)
+    except ValueError:
         raise EmoNetEvalError(f"{path.parent} holds model outputs but no readable {RUN_CONFIG}; pass --overwrite "
                               "or another --out") from None
-    changed = [k for k in IDENTITY if previous.get(k) != identity.get(k)]
     if changed:
-        raise EmoNetEvalError(f"{path.parent} holds a run with other settings ({', '.join(changed)} differ); rerun "
+        raise EmoNetEvalError(f"{path.parent} holds a run with other settings ({'; '.join(changed)}); rerun "
                               "with the same settings to resume, or pass --overwrite or another --out")
 
 
