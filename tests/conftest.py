@@ -14,6 +14,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module's tests: tiny models on a shared CPU run many times faster on one thread
+    than on one per core."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random Qwen2.5-VL saved like any checkpoint (seed 0). Tests must not modify it."""

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from _grpo_utils import QWEN_CONFIG, RECIPE, TINY_CONFIG, log_history, recipe_args, small_world, step_logs
 from trl import GRPOConfig, TrlParser
 
@@ -32,13 +31,8 @@ from emocaliber.train.grpo import (
 REASONING = {p: f"{p} words" for p in REASONING_PARTS}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared CPU run many times faster on one thread than on one per core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models on a shared CPU run many times faster on one thread than on one per core (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

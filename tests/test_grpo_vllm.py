@@ -24,12 +24,8 @@ from emocaliber.train.grpo import GRPOScriptArgs, build_trainer, check_vllm_pixe
 IMAGE = 7  # any id stands for the image token in the unit test
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models on a shared CPU run many times faster on one thread than on one per core (conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)
