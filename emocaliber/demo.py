@@ -264,11 +264,6 @@ class Pipeline:
             "--val", str(holdout / "stage3_val.jsonl"), *seed,
             *options({**prepare["holdout"], **sizes(**{"n-val": s.n_val})})])
         steps.append(("holdout", holdout_key, lambda: (holdout.mkdir(parents=True, exist_ok=True), holdout_run())))
-        blends = self.output("blends")
-        if s.blend_rank:  # blends of stage 3's training images only: no validation or test image is in one
-            steps.append(("blends", *command("prepare blends", [
-                "--records", str(holdout / "stage3_train.jsonl"), "--image-root", str(data), "--out", str(blends),
-                *seed, *options(prepare["blends"])])))
         steps.append(("base", ["build_tiny_model", str(o / "base"), str(s.seed)],
                       lambda: _build_base(o / "base", s.seed)))
         steps.append(("stage1", *command("train sft", stage(
@@ -281,6 +276,12 @@ class Pipeline:
             2, o / "stage1", o / "targets" / "stage2.jsonl", num_train_epochs=s.stage2_epochs))))
         rank: list[str] = []
         if s.blend_rank:
+            # After stage 2, so that the plain demo's steps before it stay reused (a step that runs anew redoes
+            # every later one). Blends of stage 3's training images only: no validation or test image is in one.
+            blends = self.output("blends")
+            steps.append(("blends", *command("prepare blends", [
+                "--records", str(holdout / "stage3_train.jsonl"), "--image-root", str(data), "--out", str(blends),
+                *seed, *options(prepare["blends"])])))
             # The ranking reward's table starts from stage 2's confidences on the clean stage-3 images.
             table = self.output("blend-table")
             steps.append(("blend-table", *command("eval", [

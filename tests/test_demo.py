@@ -353,8 +353,7 @@ def test_blend_rank_flag_adds_the_blends_the_table_the_reward_and_the_blend_eval
     assert (stage3_script(plain).blend_file, stage3_script(plain).blend_rank_weight) == (None, 0.0)
     plan = plan_of(["--out", "runs/x", "--blend-rank"])
     names = list(plan)
-    assert names.index("holdout") < names.index("blends") and names.index("stage2") < names.index("blend-table") \
-        < names.index("stage3")
+    assert names.index("stage2") < names.index("blends") < names.index("blend-table") < names.index("stage3")
     blends = plan["blends"]
     assert blends[blends.index("--records") + 1] == "runs/x/holdout/stage3_train.jsonl"
     table = plan["blend-table"]
