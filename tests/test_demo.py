@@ -158,7 +158,8 @@ def test_the_demo_runs_what_its_recipes_say():
     assert holdout[holdout.index("--n-val") + 1] == "256"
     assert script.val_file == holdout[holdout.index("--val") + 1]
     assert data3.train_file == holdout[holdout.index("--train") + 1]
-    assert (stage3.eval_steps, stage3.save_steps, script.select_metric) == (25, 25, "brier")
+    assert (stage3.eval_steps, stage3.save_steps, script.select_metric, script.select_score_margin) == (
+        25, 25, "brier", 0.0)
     for flag in ("--learning_rate", "--num_train_epochs", "--max_steps", "--beta"):  # nothing overrides the YAML
         assert all(flag not in plan[stage] for stage in ("stage1", "stage2", "stage3"))
     synthemo = plan["synthemo"]

@@ -83,9 +83,15 @@ def test_step_0_is_eligible_whatever_its_own_parse_rate():
 def test_score_margin_keeps_one_group_from_paying_for_another():
     table = [_entry(0, vsa=(0.8, 1.0, 0.20), ver=(0.5, 1.0, 0.30)),
              _entry(10, vsa=(0.8, 1.0, 0.05), ver=(0.5, 1.0, 0.34))]   # mean better, VER worse by 0.04
-    assert select_checkpoint(table, "brier").step == 10
+    assert select_checkpoint(table, "brier", Guards(score_margin=None)).step == 10  # the mean alone
     chosen = select_checkpoint(table, "brier", Guards(score_margin=0.02))
     assert chosen.step == 0 and "ver: brier 0.3400 > step 0's 0.3000 + 0.02" in chosen.candidates[1]["why_not"]
+    # By default no group may validate worse than step 0 at all: a step better on one group and a hair worse on
+    # the other is not handed on (the test set called such a group significantly worse on a demo seed).
+    table.append(_entry(20, vsa=(0.8, 1.0, 0.15), ver=(0.5, 1.0, 0.3001)))
+    chosen = select_checkpoint(table, "brier")
+    assert chosen.step == 0 and chosen.guards.score_margin == 0.0
+    assert "ver: brier 0.3001 > step 0's 0.3000 + 0" in chosen.candidates[2]["why_not"]
 
 
 def test_nll_selection_and_undefined_scores():

@@ -85,8 +85,9 @@ class ValidationArgs:
         default=0.95, metadata={"help": "A checkpoint is eligible only if every group's parse rate (full strict "
                                         "format) is at least this. Step 0 is always eligible."})
     select_score_margin: float | None = field(
-        default=None, metadata={"help": "Optional: a checkpoint is eligible only if no group's score is more than "
-                                        "this above step 0's (null: off)."})
+        default=0.0, metadata={"help": "A checkpoint is eligible only if no group's score is more than this above "
+                                       "step 0's: 0 (default) means no group validates worse than the starting "
+                                       "model, so one group cannot pay for another; null turns the guard off."})
 
     def __post_init__(self) -> None:
         if self.val_file in ("", "none", "None"):
@@ -221,7 +222,7 @@ class Guards:
 
     accuracy_margin: float = 0.01
     min_parse_rate: float = 0.95
-    score_margin: float | None = None
+    score_margin: float | None = 0.0
 
 
 @dataclass
@@ -304,7 +305,7 @@ def select_checkpoint(history: Sequence[Mapping[str, Any]], metric: str = "brier
                 why.append(f"{group}: parse rate {_fmt(parse)} < {guards.min_parse_rate:g}")
             if guards.score_margin is not None:
                 own, ref_own = _num(got.get(metric)), _num(ref.get(metric))
-                if math.isfinite(ref_own) and not own <= ref_own + guards.score_margin + 1e-12:
+                if math.isfinite(ref_own) and math.isfinite(own) and own > ref_own + guards.score_margin + 1e-12:
                     why.append(f"{group}: {metric} {_fmt(own)} > step 0's {_fmt(ref_own)} + {guards.score_margin:g}")
         if step and not math.isfinite(score):
             why.append(f"mean {metric} undefined (a group states no confidence)")
