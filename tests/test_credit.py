@@ -111,3 +111,46 @@ def test_confidence_credit_config_errors(tiny_model_dir, train_file, tmp_path):
         build_trainer(model, data, GRPOScriptArgs(confidence_credit="calibration"),
                       GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, per_device_train_batch_size=4,
                                  num_generations=4, max_steps=1, report_to="none", scale_rewards="group"))
+
+
+def test_the_confidence_tokens_also_learn_from_the_ranking_reward_on_blends(tiny_model_dir, train_file, tmp_path):
+    """With blends and the ranking reward under ``confidence_only``, the confidence tokens' advantage is the
+    calibration term's plus the ranking term's (each at its weight, centred over the group): the ranking reward is
+    a score of the stated confidence, and without it here GRPO would train exactly as if it were off."""
+    from emocaliber.blends import main as blends_main
+
+    blends_main(["--records", str(train_file), "--image-root", str(train_file.parent), "--out",
+                 str(tmp_path / "blends"), "--n", "4", "--seed", "0"])
+    trainer = build_trainer(ModelArgs(str(tiny_model_dir), dtype="float32"),
+                            DataArgs(str(train_file), with_confidence=True),
+                            GRPOScriptArgs(confidence_credit="confidence_only", confidence_credit_weight=1.0,
+                                           blend_file=str(tmp_path / "blends" / "blends.jsonl"), blend_share=0.5,
+                                           blend_rank_weight=0.5), _config(tmp_path / "t"))
+    trainer.model.train()
+    row = next(r for r in trainer.train_dataset if r["blend"] is not None)
+    trainer.reward_funcs[-1].table = {s: 0.6 for s in row["blend"]["sources"]}  # both sources stated 0.6
+    source = row["blend"]["labels"][0]
+    texts = [format_target(REASONING, source, c) for c in (0.9, 0.45, 0.3, 0.7)]
+    completions = [[{"role": "assistant", "content": t}] for t in texts]
+    rewards = trainer._calculate_rewards([row] * 4, [row["prompt"]] * 4, completions, [[0]] * 4)
+    names = trainer.reward_func_names
+    rank = rewards[:, names.index("blend_rank_reward")]
+    # hinge against 0.6 with delta 0.1, twice: 0.9 -> 2 x 0.4, 0.45 -> 0, 0.3 -> 0, 0.7 -> 2 x 0.2 (weight 1 inside)
+    assert rank.tolist() == pytest.approx([-0.8, 0.0, 0.0, -0.4])
+    cal = rewards[:, names.index("calibration_reward_log")]
+
+    tokenizer = trainer.processing_class.tokenizer
+    rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    out = trainer._calibration_credit({"completion_ids": ids, "completion_mask": mask,
+                                       "advantages": torch.zeros(4)})
+    expected = 1.0 * (cal - cal.mean()) + 0.5 * (rank - rank.mean())
+    for i, r in enumerate(rows):
+        span = value_span_mask([tokenizer.decode([t]) for t in r])
+        j = span.index(True)
+        assert out[i, j].item() == pytest.approx(expected[i].item(), abs=1e-6)
+    # the most confident blend answer is pushed down more than the calibration term alone would push it
+    first = value_span_mask([tokenizer.decode([t]) for t in rows[0]]).index(True)
+    assert out[0, first].item() < (cal[0] - cal.mean()).item()

@@ -1,14 +1,14 @@
-"""Confidence credit: the tokens of the stated confidence learn from the calibration term alone.
+"""Confidence credit: the tokens of the stated confidence learn from the terms that score it alone.
 
 Why: GRPO gives every token of a completion one advantage, its reward minus its group's mean. The confidence is
 written after the answer and cannot change whether the answer is right, so for its tokens the correctness part of
 that advantage is noise: zero on average given the text before them, with variance p(1 - p), several times the
 calibration signal under the default weights. On SynthEmo that noise made the confidence of ambiguous images drift
 upward and the ranking degrade (docs/demo.md). With ``confidence_credit: calibration`` the tokens of the confidence
-value get the calibration term's own advantage, centred over the completions the term scored (a broken format
-gets the rule's worst score; centring over it would reward whatever confidence the well-formed completions state,
-which sharpens the confidence toward its mode); every other token keeps the full one, or none under
-``confidence_only`` (emocaliber.train.grpo.CREDITS). TRL's loss accepts per-token advantages of shape (B, T).
+value get the advantage of the terms that score the confidence (the calibration term, and the ranking reward when
+stage 3 trains on blends), each centred over the completions it scored (a broken format gets the rule's worst
+score; centring over it would reward whatever confidence the well-formed completions state, which sharpens the
+confidence toward its mode); every other token keeps the full one, or none under ``confidence_only`` (emocaliber.train.grpo.CREDITS). TRL's loss accepts per-token advantages of shape (B, T).
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from collections.abc import Sequence
 import torch
 
 OPEN, CLOSE = "<confidence>", "</confidence>"
+#: Reward terms (by name prefix) that score the stated confidence alone: the calibration rule and Rank-O-ToM's
+#: ranking reward. The confidence tokens learn from these.
+CONFIDENCE_TERMS = ("calibration_reward", "blend_rank_reward")
 
 
 def value_span_mask(pieces: Sequence[str]) -> list[bool]:

@@ -292,19 +292,28 @@ class EmoCaliberGRPOTrainer(ModelCardMixin, ResumeMixin, GRPOTrainer):
         return output
 
     def _calibration_credit(self, output: dict[str, Any]):
-        """Per-token advantages: the calibration term's group-centred advantage on the confidence value's tokens,
-        centred over the completions the rule scored (a broken format gets the rule's worst score, which would
-        otherwise reward whatever confidence the well-formed completions state); TRL's advantage on every other
-        token, or 0 under ``confidence_only``."""
+        """Per-token advantages: on the confidence value's tokens, the group-centred advantage of the terms that
+        score the stated confidence (the calibration term at ``confidence_credit_weight`` or its reward weight,
+        and Rank-O-ToM's ranking reward at its own weight when stage 3 trains on blends), each centred over the
+        completions the rule scored (a broken format gets the rule's worst score, which would otherwise reward
+        whatever confidence the well-formed completions state); TRL's advantage on every other token, or 0 under
+        ``confidence_only``. Leaving the ranking term out here would train without it under ``confidence_only``
+        while logging it as if it counted."""
         import torch
 
-        from emocaliber.train.credit import group_centred, token_advantages, value_span_mask
+        from emocaliber.train.credit import CONFIDENCE_TERMS, group_centred, token_advantages, value_span_mask
 
-        column = next(i for i, n in enumerate(self.reward_func_names) if n.startswith("calibration_reward"))
-        weight = self.confidence_credit_weight or float(self.reward_weights[column])
-        scores = self._rewards_per_func[:, column].clone()
-        scores[~torch.tensor(self._scored, dtype=torch.bool, device=scores.device)] = float("nan")
-        calibration = weight * group_centred(scores, self.num_generations)
+        scored = torch.tensor(self._scored, dtype=torch.bool, device=self._rewards_per_func.device)
+        calibration = torch.zeros(len(scored), dtype=self._rewards_per_func.dtype, device=self._rewards_per_func.device)
+        for column, name in enumerate(self.reward_func_names):
+            if not name.startswith(CONFIDENCE_TERMS):
+                continue
+            weight = float(self.reward_weights[column])
+            if name.startswith("calibration_reward") and self.confidence_credit_weight:
+                weight = self.confidence_credit_weight
+            scores = self._rewards_per_func[:, column].clone()
+            scores[~scored] = float("nan")
+            calibration = calibration + weight * group_centred(scores, self.num_generations)
         ids, mask = output["completion_ids"], output["completion_mask"]
         local = slice(self.accelerator.process_index * len(ids), (self.accelerator.process_index + 1) * len(ids))
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
