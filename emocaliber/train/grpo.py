@@ -462,6 +462,12 @@ def build_trainer(
         if training_args.scale_rewards != "none" or training_args.multi_objective_aggregation != "sum_then_normalize":
             raise ConfigError(f"confidence_credit: {script_args.confidence_credit} needs scale_rewards: none and "
                               "multi_objective_aggregation: sum_then_normalize")
+        from emocaliber.train.credit import CONFIDENCE_TERMS
+
+        trained = [f.__name__ for f in funcs if f.__name__.startswith(CONFIDENCE_TERMS)]
+        logger.info("confidence_credit %s: the confidence tokens learn from %s%s", script_args.confidence_credit,
+                    ", ".join(trained), "; no other token has an advantage (the KL term alone keeps them)"
+                    if script_args.confidence_credit == "confidence_only" else "; the other tokens from every term")
     logger.info("rewards passed to GRPOTrainer: %s", ", ".join(f"{w:g} x {f.__name__}" for f, w in zip(funcs, weights)))
 
     model, processor = load_model_and_processor(
