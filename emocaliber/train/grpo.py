@@ -69,8 +69,8 @@ logger = logging.getLogger(__name__)
 #: A stated confidence below this counts as "low": the sandbagging signature (docs/rewards.md, "Incentive
 #: analysis").
 LOW_CONFIDENCE = 0.1
-#: ``confidence_credit`` values: TRL's sequence credit; the confidence tokens learn from the calibration term alone
-#: (``calibration``); and the same with every other token's advantage set to 0 (``confidence_only``), so stage 3
+#: ``confidence_credit`` values: TRL's sequence credit; the confidence tokens learn from the terms that score the
+#: confidence alone, the calibration term and the ranking reward (``calibration``); and the same with every other token's advantage set to 0 (``confidence_only``), so stage 3
 #: calibrates the stated confidence while only the KL term moves the reasoning and the answer.
 CREDITS = ("sequence", "calibration", "confidence_only")
 
