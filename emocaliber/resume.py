@@ -40,6 +40,8 @@ def changed_settings(config_path: Path, identity: dict[str, Any], fields: Sequen
     changed = []
     for k in fields:
         old, new = previous.get(k, NOT_RECORDED), identity.get(k)
+        if old == NOT_RECORDED and new is None:  # an unset field and one the record lacks say the same
+            continue
         if old != new and not ignore(k, old, new):
             changed.append(f"{k} {old!r} -> {new!r}")
     return changed

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from emocaliber.resume import chunk_seed, run_chunked
+from emocaliber.resume import NOT_RECORDED, changed_settings, chunk_seed, run_chunked
 
 
 def _process(chunk, seed):
@@ -58,3 +58,20 @@ def test_chunk_seed_depends_on_seed_and_index_only():
 def test_wrong_row_count_is_an_error(tmp_path):
     with pytest.raises(RuntimeError, match="expected 4 rows"):
         run_chunked([1, 2], tmp_path / "x.jsonl", lambda c, s: [{}], chunk_size=2, seed=0, rows_per_item=2)
+
+
+def test_changed_settings_names_each_difference_and_refuses_an_unreadable_record(tmp_path):
+    import json
+
+    path = tmp_path / "run_config.json"
+    path.write_text(json.dumps({"identity": {"model": "a", "seed": 0, "tasks": None}}))
+    fields = ("model", "seed", "tasks", "max_pixels", "weights")
+    same = {"model": "a", "seed": 0, "tasks": None, "max_pixels": None}  # a field the record lacks = unset
+    assert changed_settings(path, same, fields) == []
+    assert changed_settings(path, {**same, "seed": 1, "weights": "w"}, fields) == [
+        "seed 0 -> 1", f"weights {NOT_RECORDED!r} -> 'w'"]
+    assert changed_settings(path, {**same, "weights": "w"}, fields, ignore=lambda k, old, new: k == "weights") == []
+    for text in ("{", json.dumps({"identity": [1]}), json.dumps({"other": 1})):
+        path.write_text(text)
+        with pytest.raises(ValueError, match="no readable run_config.json"):
+            changed_settings(path, same, fields)
