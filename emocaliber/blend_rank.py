@@ -221,21 +221,34 @@ def build_triplet_file(data: str, image_root: str, out: Path, n: int, settings: 
     return path, images, errors + problems
 
 
-def fmt_top_two(top_two: dict[str, Any]) -> str:
-    value, ci = top_two.get("both_sources_recall"), top_two.get("both_sources_recall_ci") or [None, None]
+def with_interval(metrics: dict[str, Any], name: str, missing: str = "n/a") -> str:
+    """``metrics[name]`` with its bootstrap interval ``metrics[name + "_ci"]``, e.g. ``0.956 [0.929, 0.980]``."""
+    value, ci = metrics.get(name), metrics.get(f"{name}_ci") or [None, None]
     if value is None:
-        return "n/a"
+        return missing
     return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if None not in ci else "")
 
 
-def report_markdown(metrics: dict[str, Any]) -> str:
-    def fmt(name: str) -> str:
-        value, ci = metrics.get(name), metrics.get(f"{name}_ci") or [None, None]
-        if value is None:
-            return "n/a"
-        interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if None not in ci else ""
-        return f"{value:.3f}{interval}"
+#: The paired differences of :func:`paired_differences`: (label, key, +1 if a larger value is worse, else -1).
+PAIRED = (("violation rate", "violation_rate", +1), ("mean gap", "mean_gap", -1))
 
+
+def paired_readings(paired: dict[str, Any]) -> list[tuple[str, str | None, str]]:
+    """(label, ``+value [low, high]`` or None, what the interval says) for each paired difference; None and "too
+    few paired triplets" when there was nothing to compare."""
+    from emocaliber.paired import interval_verdict
+
+    out: list[tuple[str, str | None, str]] = []
+    for label, name, worse_sign in PAIRED:
+        value, (lo, hi) = paired[f"{name}_diff"], paired[f"{name}_diff_ci"]
+        if value is None or lo is None:
+            out.append((label, None, "too few paired triplets"))
+        else:
+            out.append((label, f"{value:+.3f} [{lo:+.3f}, {hi:+.3f}]", interval_verdict(lo, hi, 0.0, worse_sign)))
+    return out
+
+
+def report_markdown(metrics: dict[str, Any]) -> str:
     rows = [("violation rate P[c_blend >= min(c_a, c_b) - delta]", "violation_rate"),
             ("mean gap min(c_a, c_b) - c_blend", "mean_gap"),
             ("blend ECE against soft targets", "blend_ece"),
@@ -248,28 +261,18 @@ def report_markdown(metrics: dict[str, Any]) -> str:
               f"percentile bootstrap intervals over triplets ({metrics['n_bootstrap']} resamples, "
               f"seed {metrics['seed']})."), "",
              "| metric | value [95% CI] |", "|---|---|"]
-    lines += [f"| {label} | {fmt(name)} |" for label, name in rows]
+    lines += [f"| {label} | {with_interval(metrics, name)} |" for label, name in rows]
     top_two = metrics.get("top_two")
     if top_two:
         lines += ["", (f"Both-sources recall (asked for its two most likely labels, the share of the "
                        f"{top_two['n_blends']} blends whose two named labels are its two sources; 95% CI): "
-                       f"{fmt_top_two(top_two)}. {top_two['n_fewer_than_two']} answers named fewer than two "
+                       f"{with_interval(top_two, 'both_sources_recall')}. {top_two['n_fewer_than_two']} answers named fewer than two "
                        "candidates.")]
     paired = metrics.get("paired_vs_baseline")
     if paired:
         lines += ["", (f"Against `{paired['baseline']}` on the same {paired['n_paired']} triplets (this model minus "
                   "the baseline, paired bootstrap):"), "", "| difference | value [95% CI] | reading |", "|---|---|---|"]
-        for label, name, better in (("violation rate", "violation_rate", -1), ("mean gap", "mean_gap", 1)):
-            value, (lo, hi) = paired[f"{name}_diff"], paired[f"{name}_diff_ci"]
-            if value is None or lo is None:
-                lines.append(f"| {label} | n/a | too few paired triplets |")
-                continue
-            if lo > 0 or hi < 0:
-                reading = "better" if (lo > 0) == (better > 0) else "worse"
-                reading = f"significantly {reading}"
-            else:
-                reading = "no significant change"
-            lines.append(f"| {label} | {value:+.3f} [{lo:+.3f}, {hi:+.3f}] | {reading} |")
+        lines += [f"| {label} | {text or 'n/a'} | {reading} |" for label, text, reading in paired_readings(paired)]
     return "\n".join(lines) + "\n"
 
 

@@ -162,11 +162,10 @@ def blend_rank_summary(run_dir: Path, n_paired: int, seed: int) -> dict[str, Any
 
 def blend_rank_lines(summary: dict[str, Any]) -> list[str]:
     """report.md's Rank-O-ToM section: the blend-rank metrics of stages 2 and 3 and their paired difference."""
+    from emocaliber.blend_rank import paired_readings, with_interval
+
     def cell(metrics: dict[str, Any], name: str) -> str:
-        value, ci = metrics.get(name), metrics.get(f"{name}_ci") or [None, None]
-        if value is None:
-            return "–"
-        return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if None not in ci else "")
+        return with_interval(metrics, name, missing="–")
 
     s2, s3, diff = summary["stage2"], summary["stage3"], summary["stage3_vs_stage2"]
     lines = ["## Blend ranking (Rank-O-ToM)", "",
@@ -179,14 +178,8 @@ def blend_rank_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(f"| both-sources recall (top two) | {cell(s2.get('top_two', {}), 'both_sources_recall')} | "
                      f"{cell(s3['top_two'], 'both_sources_recall')} |")
     lines += ["", f"Stage 3 minus stage 2 on the same {diff['n_paired']} triplets (paired bootstrap):", ""]
-    for label, name, better in (("violation rate", "violation_rate", -1), ("mean gap", "mean_gap", 1)):
-        value, (lo, hi) = diff[f"{name}_diff"], diff[f"{name}_diff_ci"]
-        if value is None or lo is None:
-            lines.append(f"- {label}: too few paired triplets")
-            continue
-        reading = ("no significant change" if lo <= 0 <= hi
-                   else "significantly " + ("better" if (lo > 0) == (better > 0) else "worse"))
-        lines.append(f"- {label}: {value:+.3f} [{lo:+.3f}, {hi:+.3f}], {reading}")
+    lines += [f"- {label}: {text}, {reading}" if text else f"- {label}: {reading}"
+              for label, text, reading in paired_readings(diff)]
     return [*lines, ""]
 
 

@@ -55,7 +55,12 @@ def _statistics(c0: np.ndarray, y0: np.ndarray, c1: np.ndarray, y1: np.ndarray) 
 
 def verdict(name: str, low: float | None, high: float | None) -> str:
     """What an interval of statistic ``name`` says: better or worse only when it excludes the null."""
-    null, worse_sign = STATISTICS[name]
+    return interval_verdict(low, high, *STATISTICS[name])
+
+
+def interval_verdict(low: float | None, high: float | None, null: float, worse_sign: int) -> str:
+    """What an interval of any paired statistic says, given its null and whether a larger value is worse
+    (``worse_sign`` +1) or better (-1): better or worse only when it excludes the null."""
     if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
         return NOT_MEASURED
     if low > null:

@@ -70,8 +70,9 @@ logger = logging.getLogger(__name__)
 #: analysis").
 LOW_CONFIDENCE = 0.1
 #: ``confidence_credit`` values: TRL's sequence credit; the confidence tokens learn from the terms that score the
-#: confidence alone, the calibration term and the ranking reward (``calibration``); and the same with every other token's advantage set to 0 (``confidence_only``), so stage 3
-#: calibrates the stated confidence while only the KL term moves the reasoning and the answer.
+#: confidence alone, the calibration term and the ranking reward (``calibration``); and the same with every other
+#: token's advantage set to 0 (``confidence_only``), so stage 3 calibrates the stated confidence while only the KL
+#: term moves the reasoning and the answer.
 CREDITS = ("sequence", "calibration", "confidence_only")
 
 
